@@ -1,0 +1,97 @@
+"""The `s2r` command: one subcommand per stage, each with one typed config (see config.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from s2r import __version__
+from s2r.check import CheckConfig, run_check
+from s2r.config import ConfigError, add_arguments, arg, from_args
+from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
+
+
+@dataclass
+class MetricsConfig:
+    trajectories: str = arg(help="trajectories JSONL (the schema in the README)", positional=True)
+    out: str | None = arg(None, help="write the metrics as JSON here")
+
+
+def run_metrics(cfg: MetricsConfig) -> dict:
+    from s2r.metrics import compute_metrics, load_trajectories, metrics_table
+
+    result = compute_metrics(load_trajectories(cfg.trajectories))
+    print(metrics_table(result))
+    if cfg.out:
+        write_json_atomic(cfg.out, result)
+        print(f"wrote {cfg.out}", file=sys.stderr)
+    return result
+
+
+@dataclass
+class DataConfig:
+    name: str = arg(help="benchmark folder name (math500, gsm8k:train, ...) or a JSONL file", positional=True)
+    out: str | None = arg(None, help="write the problems as JSONL here (default: print them)")
+    limit: int | None = arg(None, help="keep only the first N problems")
+    data_dir: str | None = arg(None, help="benchmark data directory (default: $S2R_DATA_DIR or ../shared/data)")
+    problem_field: str = arg("problem", help="user JSONL: field with the problem text")
+    gold_field: str = arg("answer", help="user JSONL: field with the gold answer (or a solution with \\boxed{})")
+    id_field: str | None = arg(None, help="user JSONL: field with the id (default: record number)")
+    level_field: str | None = arg(None, help="user JSONL: field with the difficulty level")
+    subject_field: str | None = arg(None, help="user JSONL: field with the subject")
+
+
+def run_data(cfg: DataConfig) -> list:
+    from s2r.jsonl import dumps
+    from s2r.tasks import ProblemFields, load_problems
+
+    fields = ProblemFields(cfg.problem_field, cfg.gold_field, cfg.id_field, cfg.level_field, cfg.subject_field)
+    problems = load_problems(cfg.name, data_dir=cfg.data_dir, fields=fields, limit=cfg.limit)
+    if cfg.out:
+        write_jsonl_atomic(cfg.out, (p.as_dict() for p in problems))
+        print(f"wrote {len(problems)} problems to {cfg.out}", file=sys.stderr)
+    else:
+        for p in problems:
+            print(dumps(p.as_dict()))
+    return problems
+
+
+COMMANDS: dict[str, tuple[type, Callable, str]] = {
+    "check": (CheckConfig, run_check, "grade a JSONL file of responses against gold answers"),
+    "metrics": (MetricsConfig, run_metrics, "self-verification / self-correction metrics of a trajectories file"),
+    "data": (DataConfig, run_data, "list or export the problems of a benchmark as JSONL"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2r", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"s2r {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (cls, _, help_text) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ns = build_parser().parse_args(argv)
+    cls, run, _ = COMMANDS[ns.command]
+    try:
+        run(from_args(cls, ns))
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("S2R_DEBUG"):
+            raise
+        print(f"s2r {ns.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"s2r {ns.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Every metric of METRICS.md, one function per family, computed from trajectory records.
+
+A trajectory record (the contract between `solve`, `eval` and `metrics`; see the README):
+
+    {"id": str, "problem": str, "gold": str, "sample": int,
+     "attempts": [{"answer": str | null, "grade": "correct" | "incorrect" | "unverifiable",
+                   "verdict": "correct" | "incorrect" | "unparsable" | null}, ...],
+     "tokens": int, "truncated": bool, "level"?: int, "subject"?: str}
+
+`grade` is the grader's result, `verdict` the model's own (null when the attempt was not verified).
+Undefined ratios (0/0) are None (JSON null), never 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from s2r.jsonl import DataError, iter_jsonl
+
+GRADES = {"correct", "incorrect", "unverifiable"}
+VERDICTS = {"correct", "incorrect", "unparsable", None}
+
+Record = dict[str, Any]
+Metrics = dict[str, float | None]
+
+
+def ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _first_ok(r: Record) -> bool:
+    return r["attempts"][0]["grade"] == "correct"
+
+
+def _final_ok(r: Record) -> bool:
+    return r["attempts"][-1]["grade"] == "correct"
+
+
+# ----------------------------------------------------------------------------------- answers
+
+
+def answer_metrics(records: Sequence[Record]) -> Metrics:
+    """eval/acc_first, acc_final, delta, i2c, c2i, unverifiable, attempts_mean, tokens_mean, truncated.
+    Each trajectory counts once (N = number of trajectories)."""
+    n = len(records)
+    first = sum(_first_ok(r) for r in records)
+    final = sum(_final_ok(r) for r in records)
+    i2c = sum(not _first_ok(r) and _final_ok(r) for r in records)  # fixed
+    c2i = sum(_first_ok(r) and not _final_ok(r) for r in records)  # broken
+    acc_first, acc_final = ratio(first, n), ratio(final, n)
+    return {
+        "eval/acc_first": acc_first,
+        "eval/acc_final": acc_final,
+        "eval/delta": None if n == 0 else acc_final - acc_first,  # == i2c − c2i
+        "eval/i2c": ratio(i2c, n),
+        "eval/c2i": ratio(c2i, n),
+        "eval/unverifiable": ratio(sum(r["attempts"][-1]["grade"] == "unverifiable" for r in records), n),
+        "eval/attempts_mean": _mean([len(r["attempts"]) for r in records]),
+        "eval/tokens_mean": _mean([r["tokens"] for r in records]),
+        "eval/truncated": ratio(sum(bool(r["truncated"]) for r in records), n),
+    }
+
+
+# ----------------------------------------------------------------------------------- verification
+
+
+def verification_metrics(records: Sequence[Record]) -> Metrics:
+    """verify/*: the model's verdicts as a binary classifier of its own attempts ("positive" = the
+    model says "correct"). Over attempts with a parsable verdict whose grade is known (attempts the
+    grader could not check have no ground truth and are left out); verify/unparsable is over all
+    attempts that carry a verification."""
+    verified = [(j, a) for r in records for j, a in enumerate(r["attempts"]) if a.get("verdict") is not None]
+    judged = [(j, a["grade"] == "correct", a["verdict"] == "correct") for j, a in verified
+              if a["verdict"] != "unparsable" and a["grade"] != "unverifiable"]
+    tp = sum(truth and says for _, truth, says in judged)
+    tn = sum(not truth and not says for _, truth, says in judged)
+    pos = sum(truth for _, truth, _ in judged)  # attempts that are correct
+    said_pos = sum(says for _, _, says in judged)  # verdicts that say "correct"
+    tpr, precision = ratio(tp, pos), ratio(tp, said_pos)
+    f1 = None if tpr is None or precision is None else (
+        2 * precision * tpr / (precision + tpr) if precision + tpr else 0.0)
+    first = [(truth, says) for j, truth, says in judged if j == 0]
+    return {
+        "verify/acc": ratio(tp + tn, len(judged)),
+        "verify/tpr": tpr,
+        "verify/tnr": ratio(tn, len(judged) - pos),
+        "verify/precision": precision,
+        "verify/f1": f1,
+        "verify/unparsable": ratio(sum(a["verdict"] == "unparsable" for _, a in verified), len(verified)),
+        "verify/first_acc_on_correct": ratio(sum(t and s for t, s in first), sum(t for t, _ in first)),
+        "verify/first_acc_on_incorrect": ratio(sum(not t and not s for t, s in first), sum(not t for t, _ in first)),
+    }
+
+
+# ----------------------------------------------------------------------------------- confidence / critique
+
+
+def _problem_key(r: Record) -> tuple:
+    return (r.get("benchmark"), str(r["id"]))
+
+
+def group_by_problem(records: Iterable[Record]) -> dict[tuple, list[Record]]:
+    groups: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[_problem_key(r)].append(r)
+    return groups
+
+
+def confidence_critique_metrics(records: Sequence[Record]) -> Metrics:
+    """eval/acc1, acc2, cl, cs, rss (Yang et al. 2025) from per-problem estimates over k samples:
+    P(a_i) = share of first attempts correct; P(b|a), P(b|¬a) = share correct after correction
+    among first-correct / first-wrong samples (0 when there are none)."""
+    pa, pab, pnab = [], [], []  # P(a_i), P(a_i)·P(b_i|a_i), (1−P(a_i))·P(b_i|¬a_i)
+    for group in group_by_problem(records).values():
+        a = [r for r in group if _first_ok(r)]
+        not_a = [r for r in group if not _first_ok(r)]
+        p_a = len(a) / len(group)
+        p_b_a = ratio(sum(map(_final_ok, a)), len(a)) or 0.0
+        p_b_not_a = ratio(sum(map(_final_ok, not_a)), len(not_a)) or 0.0
+        pa.append(p_a)
+        pab.append(p_a * p_b_a)
+        pnab.append((1 - p_a) * p_b_not_a)
+    n = len(pa)
+    if n == 0:
+        return dict.fromkeys(["eval/acc1", "eval/acc2", "eval/cl", "eval/cs", "eval/rss"])
+    acc1 = sum(pa) / n  # (1/N) Σ P(a_i)
+    acc2 = (sum(pab) + sum(pnab)) / n  # (1/N) Σ [P(a)P(b|a) + (1−P(a))P(b|¬a)]
+    return {
+        "eval/acc1": acc1,
+        "eval/acc2": acc2,
+        "eval/cl": ratio(sum(pab), sum(pa)),  # Σ P(a)P(b|a) / Σ P(a)
+        "eval/cs": ratio(sum(pnab), n - sum(pa)),  # Σ (1−P(a))P(b|¬a) / Σ (1−P(a))
+        "eval/rss": ratio(acc2 - acc1**2, 2 * acc1 * (1 - acc1)),  # 0.5 = no change
+    }
+
+
+# ----------------------------------------------------------------------------------- sampling
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): 1 − C(n−c, k) / C(n, k), for n samples with c correct."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_correct(samples: Sequence[Record]) -> bool:
+    """Majority vote over the final answers of `samples` (answers compared as strings with spaces
+    removed; ties go to the answer seen first; samples with no answer do not vote)."""
+    votes: Counter[str] = Counter()
+    ok: dict[str, bool] = {}
+    for r in samples:
+        answer = r["attempts"][-1].get("answer")
+        if answer is None:
+            continue
+        key = "".join(str(answer).split())
+        votes[key] += 1
+        ok.setdefault(key, _final_ok(r))
+    if not votes:
+        return False
+    best = max(votes.values())
+    winner = next(key for key in votes if votes[key] == best)  # Counter keeps first-seen order
+    return ok[winner]
+
+
+def sampling_metrics(records: Sequence[Record]) -> Metrics:
+    """eval/maj@k and eval/pass@k on final answers, for k = 1, 2, 4, ... up to and including the
+    smallest number of samples any problem has; nothing when every problem has one sample."""
+    groups = [sorted(g, key=lambda r: r.get("sample", 0)) for g in group_by_problem(records).values()]
+    if not groups:
+        return {}
+    n_min = min(map(len, groups))
+    if n_min < 2:
+        return {}
+    ks = sorted({2**e for e in range(int(math.log2(n_min)) + 1)} | {n_min})
+    out: Metrics = {}
+    for k in ks:
+        out[f"eval/maj@{k}"] = sum(majority_correct(g[:k]) for g in groups) / len(groups)
+        out[f"eval/pass@{k}"] = sum(pass_at_k(len(g), sum(map(_final_ok, g)), k) for g in groups) / len(groups)
+    return out
+
+
+# ----------------------------------------------------------------------------------- all together
+
+FAMILIES: dict[str, Callable[[Sequence[Record]], Metrics]] = {
+    "answers": answer_metrics,
+    "verification": verification_metrics,
+    "confidence_critique": confidence_critique_metrics,
+    "sampling": sampling_metrics,
+}
+
+
+def all_metrics(records: Sequence[Record]) -> Metrics:
+    out: Metrics = {}
+    for family in FAMILIES.values():
+        out.update(family(records))
+    return out
+
+
+def compute_metrics(records: Sequence[Record]) -> dict[str, Any]:
+    """{"overall": metrics, "by_level": {level: metrics}, "by_subject": {subject: metrics},
+    "counts": {...}}; the breakdowns are present when the records carry level / subject."""
+    out: dict[str, Any] = {
+        "overall": all_metrics(records),
+        "counts": {
+            "trajectories": len(records),
+            "problems": len(group_by_problem(records)),
+            "attempts": sum(len(r["attempts"]) for r in records),
+            "verifications": sum(a.get("verdict") is not None for r in records for a in r["attempts"]),
+        },
+    }
+    for field, name in (("level", "by_level"), ("subject", "by_subject")):
+        groups: dict[str, list[Record]] = defaultdict(list)
+        for r in records:
+            if r.get(field) is not None:
+                groups[str(r[field])].append(r)
+        if groups:
+            keys = sorted(groups, key=lambda s: (0, int(s)) if s.lstrip("-").isdigit() else (1, s))
+            out[name] = {key: all_metrics(groups[key]) for key in keys}
+    return out
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def check_trajectory(r: Record) -> str | None:
+    """What is wrong with a trajectory record, or None."""
+    for field in ("id", "attempts", "tokens", "truncated"):
+        if field not in r:
+            return f"missing field {field!r}"
+    if not isinstance(r["attempts"], list) or not r["attempts"]:
+        return "'attempts' must be a non-empty list"
+    for j, a in enumerate(r["attempts"]):
+        if not isinstance(a, dict) or a.get("grade") not in GRADES:
+            return f"attempt {j}: 'grade' must be one of {sorted(GRADES)}"
+        if a.get("verdict") not in VERDICTS:
+            return f"attempt {j}: 'verdict' must be correct, incorrect, unparsable or null"
+    if not isinstance(r["tokens"], int) or isinstance(r["tokens"], bool) or r["tokens"] < 0:
+        return "'tokens' must be a non-negative integer"
+    if not isinstance(r["truncated"], bool):
+        return "'truncated' must be true or false"
+    if not isinstance(r.get("sample", 0), int):
+        return "'sample' must be an integer"
+    return None
+
+
+def load_trajectories(path: str | os.PathLike) -> list[Record]:
+    records = []
+    for lineno, r in iter_jsonl(path):
+        problem = check_trajectory(r)
+        if problem:
+            raise DataError(f"{path}:{lineno}: not a trajectory record: {problem}")
+        records.append(r)
+    return records
+
+
+# ----------------------------------------------------------------------------------- printing
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def metrics_table(result: dict[str, Any]) -> str:
+    """A plain-text table: one row per metric, a column overall and one per level when present."""
+    columns = [("overall", result["overall"])]
+    columns += [(f"level {k}", m) for k, m in result.get("by_level", {}).items()]
+    names = list(result["overall"])
+    width = max(map(len, names)) + 2
+    lines = ["".ljust(width) + "".join(title.rjust(10) for title, _ in columns)]
+    for name in names:
+        lines.append(name.ljust(width) + "".join(_fmt(m.get(name)).rjust(10) for _, m in columns))
+    counts = result["counts"]
+    lines.append(f"({counts['trajectories']} trajectories of {counts['problems']} problems, "
+                 f"{counts['attempts']} attempts, {counts['verifications']} verifications)")
+    return "\n".join(lines)
