@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from s2r import __version__
 from s2r.check import CheckConfig, run_check
 from s2r.config import ConfigError, add_arguments, arg, from_args
+from s2r.evaluate import EndpointErrors, EvalConfig, SolveConfig
 from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
+from s2r.models.tiny import TinyModelConfig
+from s2r.serve import ServeConfig
 
 
 @dataclass
@@ -60,10 +63,24 @@ def run_data(cfg: DataConfig) -> list:
     return problems
 
 
+def _lazy(module: str, func: str) -> Callable:
+    """Import heavy modules (torch, transformers) only for the command that needs them."""
+    def run(cfg):
+        import importlib
+
+        return getattr(importlib.import_module(module), func)(cfg)
+    return run
+
+
 COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "check": (CheckConfig, run_check, "grade a JSONL file of responses against gold answers"),
     "metrics": (MetricsConfig, run_metrics, "self-verification / self-correction metrics of a trajectories file"),
     "data": (DataConfig, run_data, "list or export the problems of a benchmark as JSONL"),
+    "tiny-model": (TinyModelConfig, _lazy("s2r.models.tiny", "run_tiny_model"),
+                   "write a small random Llama model + character tokenizer (smoke tests)"),
+    "serve": (ServeConfig, _lazy("s2r.serve", "run_serve"), "OpenAI-compatible server over a local model"),
+    "solve": (SolveConfig, _lazy("s2r.evaluate", "run_solve"), "write trajectories: a model solves (and checks) problems"),
+    "eval": (EvalConfig, _lazy("s2r.evaluate", "run_eval"), "solve + metrics.json + report.html"),
 }
 
 
@@ -82,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     cls, run, _ = COMMANDS[ns.command]
     try:
         run(from_args(cls, ns))
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataError, FileNotFoundError, ValueError, EndpointErrors) as e:
         if os.environ.get("S2R_DEBUG"):
             raise
         print(f"s2r {ns.command}: error: {e}", file=sys.stderr)

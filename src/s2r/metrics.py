@@ -152,23 +152,22 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def vote(answers: Sequence[str | None]) -> int | None:
+    """Index of the majority answer: answers compared as strings with spaces removed, ties to the
+    answer seen first, None (no answer) never votes. None when no sample has an answer."""
+    keys = ["".join(str(a).split()) if a is not None else None for a in answers]
+    counts = Counter(k for k in keys if k is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    winner = next(k for k in counts if counts[k] == best)  # Counter keeps first-seen order
+    return keys.index(winner)
+
+
 def majority_correct(samples: Sequence[Record]) -> bool:
-    """Majority vote over the final answers of `samples` (answers compared as strings with spaces
-    removed; ties go to the answer seen first; samples with no answer do not vote)."""
-    votes: Counter[str] = Counter()
-    ok: dict[str, bool] = {}
-    for r in samples:
-        answer = r["attempts"][-1].get("answer")
-        if answer is None:
-            continue
-        key = "".join(str(answer).split())
-        votes[key] += 1
-        ok.setdefault(key, _final_ok(r))
-    if not votes:
-        return False
-    best = max(votes.values())
-    winner = next(key for key in votes if votes[key] == best)  # Counter keeps first-seen order
-    return ok[winner]
+    """Whether the majority vote over the final answers of `samples` is correct (see `vote`)."""
+    winner = vote([r["attempts"][-1].get("answer") for r in samples])
+    return winner is not None and _final_ok(samples[winner])
 
 
 def sampling_metrics(records: Sequence[Record]) -> Metrics:

@@ -1,0 +1,159 @@
+"""`s2r solve` (write trajectories) and `s2r eval` (solve + metrics.json + report.html)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from s2r.config import arg, to_dict
+from s2r.format import TrajectoryFormat
+from s2r.grader import Grader
+from s2r.jsonl import ResumableJsonl, write_atomic, write_json_atomic
+from s2r.metrics import compute_metrics
+from s2r.models.backend import SamplingParams
+from s2r.prompts import DEFAULT_REVIEW, DEFAULT_SYSTEM, PromptConfig
+from s2r.solve import STRATEGIES, Settings, solve_problems
+from s2r.tasks import load_problems
+
+
+@dataclass
+class SolveConfig:
+    out: str = arg(help="solve: trajectories JSONL to write; eval: output folder")
+    data: list[str] = arg(["math500"], help="benchmarks (folder names, name:split) or JSONL files")
+    model: str | None = arg(None, help="transformers: model folder; http: served model name (default: the first listed)")
+    backend: str = arg("transformers", help="transformers (local folder) or http (OpenAI-compatible server)")
+    strategy: str = arg("s2r", help="s2r, single, majority or intrinsic")
+    limit: int | None = arg(None, help="first N problems of each benchmark")
+    samples: int = arg(1, help="trajectories per problem (for pass@k, maj@k, and CL/CS estimates)")
+    votes: int = arg(4, help="majority: sampled answers per vote")
+    max_tokens: int = arg(1024, help="token budget per trajectory")
+    max_attempts: int = arg(4, help="s2r: attempts at most")
+    temperature: float | None = arg(None, help="sampling temperature (default: 0 = greedy, 0.7 when sampling several)")
+    top_p: float = arg(1.0, help="nucleus sampling")
+    seed: int = arg(0, help="sampling seed")
+    system: str = arg(DEFAULT_SYSTEM, help="system prompt ('' for none)")
+    template: str = arg("auto", help="prompt template: auto (the tokenizer's chat template if any), chat, plain")
+    review_prompt: str = arg(DEFAULT_REVIEW, help="intrinsic: the second user turn")
+    verify_marker: str = arg(TrajectoryFormat.verify_marker, help="line that opens a verification")
+    retry_marker: str = arg(TrajectoryFormat.retry_marker, help="line that opens the next attempt")
+    correct_sentence: str = arg(TrajectoryFormat.correct_sentence, help="verdict sentence: correct")
+    incorrect_sentence: str = arg(TrajectoryFormat.incorrect_sentence, help="verdict sentence: incorrect")
+    data_dir: str | None = arg(None, help="benchmark data directory")
+    base_url: str = arg("http://127.0.0.1:8000/v1", help="http: server address")
+    api_key: str | None = arg(None, help="http: API key")
+    tokenizer: str | None = arg(None, help="http: local tokenizer folder, to render its chat template")
+    concurrency: int = arg(8, help="http: requests in flight")
+    request_timeout: float = arg(120.0, help="http: seconds per request")
+    retries: int = arg(4, help="http: retries per request (exponential backoff)")
+    batch_size: int = arg(32, help="transformers: prompts per generate() call")
+    device: str = arg("auto", help="transformers: auto, cpu, cuda, cuda:1, ...")
+    dtype: str = arg("auto", help="transformers: auto, float32, bfloat16, float16")
+    grader_timeout: float = arg(2.0, help="seconds per grading comparison")
+    chunk: int = arg(64, help="jobs between two flushes of the output")
+
+
+@dataclass
+class EvalConfig(SolveConfig):
+    title: str | None = arg(None, help="report title (default: model and strategy)")
+
+
+def make_backend(cfg: SolveConfig):
+    if cfg.backend == "transformers":
+        if not cfg.model:
+            raise ValueError("--model MODEL_DIR is required with the transformers backend")
+        from s2r.models.hf import TransformersBackend
+
+        return TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
+    if cfg.backend == "http":
+        from s2r.models.http import HTTPBackend
+
+        tokenizer = None
+        if cfg.tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+        return HTTPBackend(cfg.base_url, cfg.model, cfg.api_key, cfg.request_timeout, cfg.retries,
+                           cfg.concurrency, tokenizer=tokenizer)
+    raise ValueError(f"backend must be transformers or http, not {cfg.backend!r}")
+
+
+def settings_of(cfg: SolveConfig) -> Settings:
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
+    sampling = cfg.samples > 1 or cfg.strategy == "majority"
+    temperature = cfg.temperature if cfg.temperature is not None else (0.7 if sampling else 0.0)
+    return Settings(
+        max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, votes=cfg.votes,
+        params=SamplingParams(max_tokens=cfg.max_tokens, temperature=temperature, top_p=cfg.top_p, seed=cfg.seed),
+        fmt=TrajectoryFormat(cfg.verify_marker, cfg.retry_marker, cfg.correct_sentence, cfg.incorrect_sentence),
+        prompt=PromptConfig(system=cfg.system, template=cfg.template, review_prompt=cfg.review_prompt),
+    )
+
+
+def benchmark_name(data: str) -> str:
+    path = Path(data)
+    return path.stem if path.suffix == ".jsonl" else data
+
+
+class EndpointErrors(RuntimeError):
+    pass
+
+
+def run_solve(cfg: SolveConfig, out_path: str | None = None) -> list[dict]:
+    """Write trajectories for every (benchmark, problem, sample); resumes a killed run."""
+    settings = settings_of(cfg)
+    jobs = [(benchmark_name(d), p, s) for d in cfg.data
+            for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit) for s in range(cfg.samples)]
+    with ResumableJsonl(out_path or cfg.out) as sink:
+        done = {(r["benchmark"], str(r["id"]), r["sample"]) for r in sink.records}
+        todo = [(i, j) for i, j in enumerate(jobs) if (j[0], j[1].id, j[2]) not in done]
+        if done:
+            print(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} trajectories already written", file=sys.stderr)
+        errors: list[str] = []
+        if todo:
+            backend = make_backend(cfg)
+            bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"solve ({cfg.strategy})",
+                       unit="traj", file=sys.stderr, disable=None)
+            start = time.monotonic()
+            try:
+                with Grader(timeout=cfg.grader_timeout) as grader:
+                    for lo in range(0, len(todo), cfg.chunk):
+                        chunk = todo[lo : lo + cfg.chunk]
+                        # the seed follows the job's place in the full list, so a resumed run samples alike
+                        s = replace(settings, params=replace(settings.params, seed=cfg.seed + chunk[0][0]))
+                        records, errs = solve_problems(backend, [j for _, j in chunk], cfg.strategy, s, grader)
+                        sink.extend(records)
+                        errors += errs
+                        bar.update(len(chunk))
+                        bar.set_postfix(tok_s=f"{sum(r['tokens'] for r in records) / max(1e-9, time.monotonic() - start):.0f}")
+                        start = time.monotonic()
+            finally:
+                bar.close()
+                backend.close()
+        if errors:
+            raise EndpointErrors(f"{len(errors)} of {len(jobs)} generations failed (first: {errors[0]}); "
+                                 f"{len(sink.records)} trajectories are kept in {sink.partial}: run the same command again to retry the rest")
+        sink.finish()
+        return sink.records
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    from s2r.report import render_report
+
+    out = Path(cfg.out)
+    records = run_solve(cfg, str(out / "trajectories.jsonl"))
+    runs = {b: [r for r in records if r["benchmark"] == b] for b in dict.fromkeys(benchmark_name(d) for d in cfg.data)}
+    result = {"benchmarks": {b: compute_metrics(rs) for b, rs in runs.items()}, "config": to_dict(cfg)}
+    write_json_atomic(out / "metrics.json", result)
+    title = cfg.title or f"{cfg.model or cfg.backend} · strategy {cfg.strategy}"
+    write_atomic(out / "report.html", render_report(title, runs, meta=to_dict(cfg)))
+    for b, m in result["benchmarks"].items():
+        o = m["overall"]
+        print(f"{b}: acc_first {o['eval/acc_first']:.3f}  acc_final {o['eval/acc_final']:.3f}  "
+              f"i2c {o['eval/i2c']:.3f}  c2i {o['eval/c2i']:.3f}  ({m['counts']['trajectories']} trajectories)")
+    print(f"wrote {out / 'trajectories.jsonl'}, {out / 'metrics.json'}, {out / 'report.html'}", file=sys.stderr)
+    return result

@@ -1,0 +1,1 @@
+"""Generation backends (transformers, OpenAI-compatible HTTP) and the tiny-model builder."""

@@ -1,0 +1,116 @@
+"""Generation with a local Hugging Face causal LM: batched, left-padded, KV-cached `generate`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from s2r.models.backend import Completion, SamplingParams, cut_at_stop
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(path: str, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer) through transformers' own from_pretrained; left padding for generation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dev = pick_device(device)
+    torch_dtype = {"auto": torch.bfloat16 if dev.type == "cuda" else torch.float32, "float32": torch.float32,
+                   "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(dev).eval()
+    return model, tokenizer
+
+
+class TransformersBackend:
+    """complete() runs `model.generate` on batches of prompts sorted by length (less padding).
+
+    Returned token ids stop at (and include) the first EOS; a stop string ends the text before it,
+    like the OpenAI API, and the token that completed it is the last id returned.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 32):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.device = next(model.parameters()).device
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
+
+    @classmethod
+    def from_pretrained(cls, path: str, batch_size: int = 32, device: str = "auto", dtype: str = "auto"):
+        return cls(*load_model(path, device, dtype), batch_size=batch_size)
+
+    def close(self) -> None:
+        pass
+
+    def complete(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[Completion | None] = [None] * len(prompts)
+        for lo in range(0, len(order), self.batch_size):
+            idx = order[lo : lo + self.batch_size]
+            for i, c in zip(idx, self._batch([prompts[i] for i in idx], params)):
+                out[i] = c
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _batch(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        tok = self.tokenizer
+        bos = tok.bos_token
+        add_special = not (bos and all(p.startswith(bos) for p in prompts))
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.device)
+        prompt_len = enc["input_ids"].shape[1]  # [B, P], left-padded
+        max_new = params.max_tokens
+        if self.max_positions:
+            max_new = min(max_new, self.max_positions - prompt_len)
+        if max_new <= 0:
+            err = f"prompt of {prompt_len} tokens leaves no room in {self.max_positions} positions"
+            return [Completion("", "error", 0, error=err) for _ in prompts]
+        kwargs = dict(max_new_tokens=max_new, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      return_dict_in_generate=True, output_logits=params.logprobs)
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        gen = self.model.generate(**enc, **kwargs)
+        new = gen.sequences[:, prompt_len:].tolist()  # [B, T]
+        logps = None
+        if params.logprobs:
+            logits = torch.stack(gen.logits, dim=1).float()  # [B, T, V], before any sampling warper
+            logps = torch.log_softmax(logits, dim=-1).gather(-1, gen.sequences[:, prompt_len:, None])[..., 0]
+        results = []
+        for b, ids in enumerate(new):
+            finish = "length"
+            if tok.eos_token_id in ids:
+                ids = ids[: ids.index(tok.eos_token_id) + 1]
+                finish = "stop"
+            text = tok.decode(ids, skip_special_tokens=True)
+            if params.stop:
+                text, hit = cut_at_stop(text, params.stop)
+                if hit:
+                    finish = "stop"
+                    ids = self._ids_through(ids, len(text) + len(hit))
+            results.append(Completion(
+                text=text, finish_reason=finish, num_tokens=len(ids), token_ids=ids,
+                logprobs=logps[b, : len(ids)].tolist() if logps is not None else None,
+                prompt_tokens=int(enc["attention_mask"][b].sum()),
+            ))
+        return results
+
+    def _ids_through(self, ids: list[int], n_chars: int) -> list[int]:
+        """The shortest prefix of ids whose text covers the first n_chars characters."""
+        for k in range(1, len(ids) + 1):
+            if len(self.tokenizer.decode(ids[:k], skip_special_tokens=True)) >= n_chars:
+                return ids[:k]
+        return ids

@@ -1,0 +1,97 @@
+"""A backend for any OpenAI-compatible server (vLLM, SGLang, TGI, `s2r serve`): /v1/completions and
+/v1/chat/completions, with a timeout per request, retries with exponential backoff on connection
+errors, 429 and 5xx, and at most `concurrency` requests in flight. A request that still fails comes
+back as a Completion with finish_reason "error" and the reason: callers count and report it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from s2r.models.backend import Completion, SamplingParams
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class HTTPBackend:
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
+                 timeout: float = 120.0, retries: int = 4, concurrency: int = 8, backoff: float = 0.5,
+                 tokenizer=None):
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.api_key, self.timeout, self.retries, self.backoff = api_key, timeout, retries, backoff
+        self.tokenizer = tokenizer  # optional: a local copy of the served model's tokenizer
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+        self.model = model or self._first_model()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- API
+
+    def complete(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
+        bodies = [{"prompt": p, **self._sampling(params)} for p in prompts]
+        return list(self._pool.map(lambda b: self._call("/completions", b), bodies))
+
+    def chat(self, conversations: Sequence[list[dict]], params: SamplingParams) -> list[Completion]:
+        bodies = [{"messages": m, **self._sampling(params)} for m in conversations]
+        return list(self._pool.map(lambda b: self._call("/chat/completions", b), bodies))
+
+    # -- plumbing
+
+    def _sampling(self, p: SamplingParams) -> dict:
+        body = {"model": self.model, "max_tokens": p.max_tokens, "temperature": p.temperature,
+                "top_p": p.top_p, "n": 1}
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.seed is not None:
+            body["seed"] = p.seed
+        return body
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return json.loads(resp.read())
+
+    def _first_model(self) -> str:
+        models = self._request("GET", "/models")["data"]
+        if not models:
+            raise RuntimeError(f"{self.base_url}/models lists no model")
+        return models[0]["id"]
+
+    def _call(self, path: str, body: dict) -> Completion:
+        error = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = self._request("POST", path, body)
+            except urllib.error.HTTPError as e:
+                error = f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"
+                if e.code not in RETRY_STATUS:
+                    break
+                continue
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+                error = f"{type(e).__name__}: {e}"
+                continue
+            try:
+                choice = resp["choices"][0]
+                text = choice["text"] if "text" in choice else choice["message"]["content"] or ""
+                usage = resp.get("usage") or {}
+                return Completion(text=text, finish_reason=choice.get("finish_reason") or "stop",
+                                  num_tokens=int(usage.get("completion_tokens", 0)),
+                                  prompt_tokens=int(usage.get("prompt_tokens", 0)))
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                error = f"malformed response: {type(e).__name__}: {e}"
+                break
+        return Completion("", "error", 0, error=f"{self.base_url}{path}: {error}")

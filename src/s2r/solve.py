@@ -1,0 +1,223 @@
+"""The inference loop: S²R self-verify / self-correct, and the baselines, behind one table.
+
+    STRATEGIES = {"s2r": ..., "single": ..., "majority": ..., "intrinsic": ...}
+
+Each strategy maps prompts to `Rollout`s (text, attempts with the model's verdicts, tokens,
+truncation); `solve_problems` renders prompts, runs a strategy, grades every attempt with THE grader
+and returns trajectory records in the schema of metrics.py.
+
+- s2r: one generation in the trajectory format. The model decides when to stop; the loop enforces
+  the rules of METHOD.md §1: the trajectory ends at the first "correct" verdict, or at the verdict
+  of attempt `max_attempts`; after an "incorrect" verdict that the model follows with EOS, the loop
+  writes the retry marker and lets it go on; a trajectory that runs out of its `max_tokens` budget
+  is marked truncated.
+- single: one attempt (generation stops at the verify marker, so S²R models can be measured too).
+- majority: `votes` sampled attempts and a majority vote over their answers.
+- intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
+  second answer is final (the first one stands when the second turn gives none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from s2r.format import CORRECT, INCORRECT, SOLVE, VERIFY, TrajectoryFormat, parse
+from s2r.grader import Grader, extract_answer
+from s2r.metrics import vote
+from s2r.models.backend import Backend, Completion, SamplingParams
+from s2r.prompts import PromptConfig, messages_for, render_prompt
+from s2r.tasks import Problem
+
+
+@dataclass
+class Rollout:
+    text: str  # the assistant's text (for intrinsic: both turns, joined by a line "---")
+    attempts: list[dict]  # [{"answer": str | None, "verdict": str | None}]
+    tokens: int = 0  # generated tokens
+    truncated: bool = False
+    error: str | None = None  # an endpoint failure: the record is not written (a re-run retries it)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_tokens: int = 1024  # token budget per trajectory (all rounds together)
+    max_attempts: int = 4  # s2r: attempts at most
+    votes: int = 4  # majority: samples per vote
+    params: SamplingParams = SamplingParams()
+    fmt: TrajectoryFormat = TrajectoryFormat()
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+
+
+# ----------------------------------------------------------------------------------- s2r
+
+
+def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, bool]:
+    """Apply the stop rules to generated text: (text cut where the trajectory ends, whether it
+    ended). It ends right after the first "correct" verdict sentence, right after the verdict of
+    attempt `max_attempts`, or (that verdict being unparsable) before attempt `max_attempts + 1`."""
+    attempts = 0
+    for a in parse(text, fmt).actions:
+        if a.kind == SOLVE:
+            attempts += 1
+            if attempts > max_attempts:
+                return text[: a.start], True
+        elif a.verdict == CORRECT or (a.verdict == INCORRECT and attempts >= max_attempts):
+            sentence = fmt.correct_sentence if a.verdict == CORRECT else fmt.incorrect_sentence
+            return text[: text.rfind(sentence, a.start, a.end) + len(sentence)], True
+    return text, False
+
+
+def attempts_of(text: str, fmt: TrajectoryFormat) -> list[dict]:
+    """[{"answer", "verdict"}] per attempt: each solve action and the verification after it."""
+    out: list[dict] = []
+    for a in parse(text, fmt).actions:
+        if a.kind == SOLVE:
+            out.append({"answer": a.answer, "verdict": None})
+        elif out and out[-1]["verdict"] is None:
+            out[-1]["verdict"] = a.verdict
+        # a verification with no attempt before it (or a second one in a row) judges nothing
+    return out or [{"answer": None, "verdict": None}]
+
+
+def render_all(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[str]:
+    tokenizer = getattr(backend, "tokenizer", None)
+    return [render_prompt(conv, s.prompt, tokenizer) for conv in conversations]
+
+
+def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
+    prompts = render_all(backend, conversations, s)
+    n = len(prompts)
+    texts, tokens = [""] * n, [0] * n
+    truncated, errors = [False] * n, [None] * n
+    active = list(range(n))
+    while active:
+        # One round for every active trajectory; those with the same remaining budget share a call.
+        by_budget: dict[int, list[int]] = {}
+        for i in active:
+            by_budget.setdefault(s.max_tokens - tokens[i], []).append(i)
+        results: dict[int, Completion] = {}
+        for budget, idx in by_budget.items():
+            outs = backend.complete([prompts[i] + texts[i] for i in idx], replace(s.params, max_tokens=budget))
+            results.update(zip(idx, outs))
+        still = []
+        for i in active:
+            c = results[i]
+            if c.finish_reason == "error":
+                errors[i] = c.error
+                continue
+            texts[i] += c.text
+            tokens[i] += c.num_tokens
+            texts[i], ended = settle(texts[i], s.fmt, s.max_attempts)
+            if ended:
+                continue
+            if c.finish_reason == "length" or tokens[i] >= s.max_tokens:
+                truncated[i] = True
+                continue
+            last = parse(texts[i], s.fmt).actions[-1]
+            if last.kind == VERIFY and last.verdict == INCORRECT:  # EOS after "incorrect": retry
+                texts[i] += f"\n\n{s.fmt.retry_marker}\n"
+                still.append(i)
+        active = still
+    return [Rollout(texts[i], attempts_of(texts[i], s.fmt), tokens[i], truncated[i], errors[i]) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------- baselines
+
+
+def _single_params(s: Settings) -> SamplingParams:
+    # Stop where a verification would begin, so an S²R-trained model gives exactly one attempt.
+    return replace(s.params, max_tokens=s.max_tokens, stop=(*s.params.stop, f"\n{s.fmt.verify_marker}"))
+
+
+def _one_attempt(c: Completion) -> Rollout:
+    if c.finish_reason == "error":
+        return Rollout("", [], error=c.error)
+    return Rollout(c.text, [{"answer": extract_answer(c.text), "verdict": None}], c.num_tokens,
+                   c.finish_reason == "length")
+
+
+def run_single(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
+    return [_one_attempt(c) for c in backend.complete(render_all(backend, conversations, s), _single_params(s))]
+
+
+def run_majority(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
+    prompts, k = render_all(backend, conversations, s), s.votes
+    outs = backend.complete([p for p in prompts for _ in range(k)], _single_params(s))
+    rollouts = []
+    for i in range(len(prompts)):
+        samples = [_one_attempt(c) for c in outs[i * k : (i + 1) * k]]
+        failed = [r.error for r in samples if r.error]
+        if failed:
+            rollouts.append(Rollout("", [], error=failed[0]))
+            continue
+        answers = [r.attempts[0]["answer"] for r in samples]
+        winner = vote(answers)
+        rollouts.append(Rollout(
+            samples[winner].text if winner is not None else samples[0].text,
+            [{"answer": answers[winner] if winner is not None else None, "verdict": None}],
+            sum(r.tokens for r in samples), any(r.truncated for r in samples),
+            extra={"votes": answers},
+        ))
+    return rollouts
+
+
+def run_intrinsic(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
+    first = run_single(backend, conversations, s)
+    second_prompts = render_all(backend, [
+        conv + [{"role": "assistant", "content": r.text.strip()}, {"role": "user", "content": s.prompt.review_prompt}]
+        for conv, r in zip(conversations, first)
+    ], s)
+    second = backend.complete(second_prompts, replace(s.params, max_tokens=s.max_tokens))
+    rollouts = []
+    for r1, c in zip(first, second):
+        if r1.error or c.finish_reason == "error":
+            rollouts.append(Rollout("", [], error=r1.error or c.error))
+            continue
+        a1 = r1.attempts[0]["answer"]
+        a2 = extract_answer(c.text)
+        rollouts.append(Rollout(
+            f"{r1.text.strip()}\n---\n{c.text}",
+            [{"answer": a1, "verdict": None}, {"answer": a2 if a2 is not None else a1, "verdict": None}],
+            r1.tokens + c.num_tokens, r1.truncated or c.finish_reason == "length",
+        ))
+    return rollouts
+
+
+Strategy = Callable[[Backend, Sequence[list[dict]], Settings], list[Rollout]]
+STRATEGIES: dict[str, Strategy] = {
+    "s2r": run_s2r,
+    "single": run_single,
+    "majority": run_majority,
+    "intrinsic": run_intrinsic,
+}
+
+
+# ----------------------------------------------------------------------------------- problems -> records
+
+
+def solve_problems(
+    backend: Backend,
+    jobs: Sequence[tuple[str, Problem, int]],
+    strategy: str,
+    s: Settings,
+    grader: Grader,
+) -> tuple[list[dict], list[str]]:
+    """Run `strategy` on (benchmark, problem, sample) jobs. Returns (trajectory records, errors);
+    jobs whose generation failed produce no record, only an error message."""
+    conversations = [messages_for(p.problem, s.prompt) for _, p, _ in jobs]
+    rollouts = STRATEGIES[strategy](backend, conversations, s)
+    ok = [(job, r) for job, r in zip(jobs, rollouts) if r.error is None]
+    grades = iter(grader.grade_answers([(a["answer"], job[1].gold) for job, r in ok for a in r.attempts]))
+    records = []
+    for (bench, p, sample), r in ok:
+        attempts = []
+        for a in r.attempts:
+            g = next(grades)
+            attempts.append({"answer": a["answer"], "grade": g.verdict, "verdict": a["verdict"], "reason": g.reason})
+        records.append({
+            "benchmark": bench, **p.as_dict(), "sample": sample, "strategy": strategy, "attempts": attempts,
+            "tokens": r.tokens, "truncated": r.truncated, "text": r.text, **r.extra,
+        })
+    return records, [r.error for r in rollouts if r.error is not None]

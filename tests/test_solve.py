@@ -1,0 +1,125 @@
+"""The solve loop's control flow, made deterministic with a scripted fake model."""
+
+import pytest
+from fakes import ScriptedBackend
+
+from s2r.format import DEFAULT_FORMAT as F
+from s2r.grader import Grader
+from s2r.prompts import PromptConfig
+from s2r.solve import Settings, settle, solve_problems
+from s2r.tasks import Problem
+
+V = "\n\nWait, let me recheck my solution.\n"
+R = "\n\nLet me try again.\n"
+OK = "\nTherefore, the answer is correct."
+BAD = "\nTherefore, the answer is incorrect."
+PLAIN = Settings(max_tokens=400, prompt=PromptConfig(system="", template="plain"))
+
+
+@pytest.fixture(scope="module")
+def grader():
+    with Grader(timeout=5, workers=1) as g:
+        yield g
+
+
+def run(scripts, strategy="s2r", settings=PLAIN, grader=None, gold="5", fail=()):
+    backend = ScriptedBackend(scripts, set(fail))
+    jobs = [("t", Problem(id=str(i), problem=p, gold=gold), 0) for i, p in enumerate(scripts)]
+    records, errors = solve_problems(backend, jobs, strategy, settings, grader)
+    return records, errors, backend
+
+
+def shape(record):
+    return [(a["answer"], a["grade"], a["verdict"]) for a in record["attempts"]]
+
+
+def test_stops_at_the_first_correct_verdict(grader):
+    script = r"\boxed{5}" + V + "5 checks out." + OK + R + r"\boxed{6}" + V + "fine" + OK
+    (r,), _, backend = run({"p": [script]}, grader=grader)
+    assert shape(r) == [("5", "correct", "correct")]
+    assert r["text"] == r"\boxed{5}" + V + "5 checks out." + OK and not r["truncated"]
+    assert len(backend.calls) == 1 and r["tokens"] == len(script) + 1  # every generated token counts
+
+
+def test_retries_after_incorrect_in_one_generation(grader):
+    script = r"\boxed{4}" + V + "4 is too small." + BAD + R + r"\boxed{5}" + V + "yes." + OK
+    (r,), _, backend = run({"p": [script]}, grader=grader)
+    assert shape(r) == [("4", "incorrect", "incorrect"), ("5", "correct", "correct")]
+    assert len(backend.calls) == 1
+
+
+def test_eos_after_incorrect_gets_the_retry_marker(grader):
+    first = r"\boxed{4}" + V + "no." + BAD
+    second = r"\boxed{5}" + V + "yes." + OK
+    (r,), _, backend = run({"p": [first, second]}, grader=grader)
+    assert len(backend.calls) == 2
+    assert backend.calls[1][1].endswith(first + R)  # the loop opened the next attempt
+    assert r["text"] == first + R + second
+    assert shape(r) == [("4", "incorrect", "incorrect"), ("5", "correct", "correct")]
+    assert r["tokens"] == len(first) + 1 + len(second) + 1  # generated tokens only, EOS included
+
+
+def test_attempt_cap(grader):
+    script = "".join(rf"\boxed{{{k}}}" + V + "no." + BAD + R for k in (1, 2, 3)) + r"\boxed{5}"
+    settings = Settings(max_tokens=400, max_attempts=2, prompt=PLAIN.prompt)
+    (r,), _, _ = run({"p": [script]}, settings=settings, grader=grader)
+    assert shape(r) == [("1", "incorrect", "incorrect"), ("2", "incorrect", "incorrect")]
+    assert r["text"].endswith(F.incorrect_sentence) and not r["truncated"]
+
+
+def test_attempt_cap_after_an_unparsable_verdict():
+    text = r"\boxed{1}" + V + "no." + BAD + R + r"\boxed{2}" + V + "hmm" + R + r"\boxed{3}"
+    cut, ended = settle(text, F, max_attempts=2)
+    assert ended and cut == r"\boxed{1}" + V + "no." + BAD + R + r"\boxed{2}" + V + "hmm"
+
+
+def test_token_cap_truncates(grader):
+    script = r"\boxed{4}" + V + "checking " * 20 + OK
+    settings = Settings(max_tokens=60, prompt=PLAIN.prompt)  # cut inside the verification
+    (r,), _, _ = run({"p": [script]}, settings=settings, grader=grader)
+    assert r["truncated"] and r["tokens"] == 60 and r["text"] == script[:60]
+    assert shape(r) == [("4", "incorrect", "unparsable")]
+
+
+def test_budget_counts_all_rounds(grader):
+    first = r"\boxed{4}" + V + "no." + BAD  # then EOS
+    settings = Settings(max_tokens=len(first) + 5, prompt=PLAIN.prompt)
+    (r,), _, backend = run({"p": [first, r"\boxed{5}" + V + "yes." + OK]}, settings=settings, grader=grader)
+    assert r["truncated"] and r["tokens"] == len(first) + 5  # round 2 got the 4 tokens that were left
+
+
+def test_unparsable_verdict_ends_without_retry(grader):
+    (r,), _, backend = run({"p": [r"\boxed{5}" + V + "looks fine to me"]}, grader=grader)
+    assert shape(r) == [("5", "correct", "unparsable")] and len(backend.calls) == 1 and not r["truncated"]
+
+
+def test_eos_after_an_attempt_without_verification(grader):
+    (r,), _, _ = run({"p": [r"it is \boxed{5}"]}, grader=grader)
+    assert shape(r) == [("5", "correct", None)] and not r["truncated"] and r["tokens"] == len(r"it is \boxed{5}") + 1
+
+
+def test_failed_generation_is_reported_not_written(grader):
+    records, errors, _ = run({"p": [r"\boxed{5}"], "q": [r"\boxed{5}"]}, fail={"q"}, grader=grader)
+    assert [r["problem"] for r in records] == ["p"] and errors == ["scripted failure"]
+
+
+def test_single_stops_where_a_verification_would_begin(grader):
+    (r,), _, _ = run({"p": [r"\boxed{4}" + V + "no." + BAD + R + r"\boxed{5}"]}, "single", grader=grader)
+    assert shape(r) == [("4", "incorrect", None)] and r["text"] == r"\boxed{4}" + "\n"
+
+
+def test_majority_votes(grader):
+    settings = Settings(max_tokens=100, votes=3, prompt=PLAIN.prompt)
+    scripts = {"p": [r"\boxed{6}", r"\boxed{5}", r"\boxed{ 5 }"]}
+    (r,), _, backend = run(scripts, "majority", settings=settings, grader=grader)
+    assert shape(r) == [("5", "correct", None)] and r["votes"] == ["6", "5", "5"]
+    assert r["tokens"] == sum(len(s) + 1 for s in scripts["p"])
+
+
+def test_intrinsic_second_turn(grader):
+    records, _, backend = run({"p": [r"\boxed{4}", r"Oops, it is \boxed{5}"], "q": [r"\boxed{5}", "I stand by it."]},
+                              "intrinsic", grader=grader)
+    assert shape(records[0]) == [("4", "incorrect", None), ("5", "correct", None)]
+    assert shape(records[1]) == [("5", "correct", None), ("5", "correct", None)]  # no new answer: the first stands
+    review = backend.calls[2][1]
+    assert PLAIN.prompt.review_prompt in review and review.index(r"\boxed{4}") < review.index(PLAIN.prompt.review_prompt)
