@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from s2r import __version__
 from s2r.check import CheckConfig, run_check
 from s2r.config import ConfigError, add_arguments, arg, from_args
+from s2r.demo import DemoConfig
 from s2r.evaluate import EndpointErrors, EvalConfig, SolveConfig
 from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig
 from s2r.serve import ServeConfig
+from s2r.train.base import BaseConfig
 
 
 @dataclass
@@ -81,6 +83,8 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "serve": (ServeConfig, _lazy("s2r.serve", "run_serve"), "OpenAI-compatible server over a local model"),
     "solve": (SolveConfig, _lazy("s2r.evaluate", "run_solve"), "write trajectories: a model solves (and checks) problems"),
     "eval": (EvalConfig, _lazy("s2r.evaluate", "run_eval"), "solve + metrics.json + report.html"),
+    "base": (BaseConfig, _lazy("s2r.train.base", "run_base"), "train the embedded task's tiny base model from scratch"),
+    "demo": (DemoConfig, _lazy("s2r.demo", "run_demo"), "the whole method on the embedded task, on a CPU"),
 }
 
 

@@ -252,8 +252,13 @@ def load_problems(
     fields: ProblemFields | None = None,
     limit: int | None = None,
 ) -> list[Problem]:
-    """Problems of a benchmark (`"math500"`, `"gsm8k:train"`) or of a JSONL file path."""
+    """Problems of a benchmark (`"math500"`, `"gsm8k:train"`), of the embedded task (`"arith"`,
+    `"arith:train"`, `"arith:val:7"`: split, then task seed) or of a JSONL file path."""
     base, _, split = name.partition(":")
+    if base == "arith":  # the embedded task: generated, not read
+        from s2r.tasks import arith
+
+        return arith.load(name, limit)
     if base in BENCHMARKS:
         source = BENCHMARKS[base]
         split = split or next(iter(source.files))

@@ -1,0 +1,146 @@
+"""The embedded task: seeded multi-step arithmetic with exact grading and programmatic verifiers.
+
+A problem is a chain of additions and subtractions that starts from a two-digit number; every
+running total stays ≥ 0. Levels 1–5 add steps and digits:
+
+    level  steps  operands              example
+    1      1      2..19                 Compute 47 + 18.
+    2      2      2..9                  Compute 47 + 8 - 9.
+    3      3      2..9                  Compute 47 + 8 - 9 + 6.
+    4      4      2..9, one 10..19      Compute 47 + 8 - 19 + 6 - 3.
+    5      5      2..9, two 10..19      Compute 47 + 8 - 19 + 6 - 13 + 5.
+
+The solution writes one running total per line and boxes the last; a tiny model trained from
+scratch learns the single steps fast but slips now and then, so accuracy falls with the number of
+steps. Checking is easier than solving in the way that matters here: the *confirmative* check starts
+from the claimed answer and undoes the operations in reverse, which must land exactly on the first
+number — a slip almost never lands there by accident, so a wrong answer is caught even by an
+imperfect checker. The *problem-solving* check re-derives the answer and compares, repeating the
+solver's own mistakes.
+
+Splits are disjoint by construction: a problem belongs to train, val or test by a hash of its text
+and the task seed, so a test problem can never be generated for training.
+"""
+
+import hashlib
+import random
+from collections.abc import Iterator
+
+from s2r.format import DEFAULT_FORMAT, TrajectoryFormat
+from s2r.tasks.benchmarks import Problem
+
+# level -> the range of each operand after the first (a two-digit number); level 1 needs 2..19 to
+# have enough distinct problems for a 200-problem test share
+ONE, TEEN, SMALL = (2, 9), (10, 19), (2, 19)
+LEVELS = {1: (SMALL,), 2: (ONE, ONE), 3: (ONE, ONE, ONE), 4: (ONE, TEEN, ONE, ONE), 5: (ONE, TEEN, ONE, TEEN, ONE)}
+SPLITS = {"train": (0, 80), "val": (80, 90), "test": (90, 100)}  # share of the hash space, in %
+SIZES = {"train": 50_000, "val": 1_000, "test": 1_000}  # default number of problems per split
+
+
+def split_of(text: str, seed: int) -> str:
+    bucket = int.from_bytes(hashlib.sha256(f"{seed}|{text}".encode()).digest()[:8], "big") % 100
+    return next(name for name, (lo, hi) in SPLITS.items() if lo <= bucket < hi)
+
+
+def operands_of(problem: str) -> tuple[list[int], list[str]]:
+    """'Compute 47 + 38 - 19.' -> ([47, 38, 19], ['+', '-'])."""
+    tokens = problem.removeprefix("Compute ").rstrip(".").split()
+    return [int(t) for t in tokens[0::2]], tokens[1::2]
+
+
+def running_totals(numbers: list[int], ops: list[str]) -> list[int]:
+    totals = [numbers[0]]
+    for n, op in zip(numbers[1:], ops):
+        totals.append(totals[-1] + n if op == "+" else totals[-1] - n)
+    return totals
+
+
+def make_problem(rng: random.Random, level: int) -> str:
+    total = rng.randint(10, 99)
+    text = f"Compute {total}"
+    for lo, hi in LEVELS[level]:
+        n = rng.randint(lo, hi)
+        op = "-" if rng.random() < 0.5 and n <= total else "+"  # running totals stay ≥ 0
+        total = total + n if op == "+" else total - n
+        text += f" {op} {n}"
+    return text + "."
+
+
+def generate(split: str = "test", n: int | None = None, seed: int = 0) -> Iterator[Problem]:
+    """The first n problems of a split (levels cycle 1..5), the same for the same seed."""
+    if split not in SPLITS:
+        raise ValueError(f"arith has splits {', '.join(SPLITS)}, not {split!r}")
+    rng = random.Random(f"arith|{seed}|{split}")
+    count = SIZES[split] if n is None else n
+    made, seen, tries = 0, set(), 0
+    while made < count:
+        tries += 1
+        if tries > 1000 * (count + 100):
+            raise RuntimeError(f"arith: cannot find {count} distinct {split} problems")
+        level = made % 5 + 1
+        text = make_problem(rng, level)
+        if split_of(text, seed) != split or (split != "train" and text in seen):
+            continue  # train may repeat a problem (level 1 has only ~13k); val and test never do
+        seen.add(text)
+        numbers, ops = operands_of(text)
+        yield Problem(id=f"arith-{seed}/{split}/{made}", problem=text, gold=str(running_totals(numbers, ops)[-1]),
+                      level=level, subject="arithmetic")
+        made += 1
+
+
+def load(name: str, limit: int | None = None) -> list[Problem]:
+    """`arith`, `arith:train`, `arith:val:7` (split, then task seed)."""
+    parts = name.split(":")
+    split = parts[1] if len(parts) > 1 and parts[1] else "test"
+    seed = int(parts[2]) if len(parts) > 2 else 0
+    return list(generate(split, limit, seed))
+
+
+# ----------------------------------------------------------------------------------- texts
+
+
+def solution(problem: str) -> str:
+    """The step-by-step solution the base model is trained on."""
+    numbers, ops = operands_of(problem)
+    totals = running_totals(numbers, ops)
+    lines = [f"{a} {op} {n} = {t}" for a, op, n, t in zip(totals, ops, numbers[1:], totals[1:])]
+    return "\n".join(lines) + f"\nThe answer is \\boxed{{{totals[-1]}}}."
+
+
+def as_int(answer: str | None) -> int | None:
+    """The whole number an answer denotes ("0303", "303.0" -> 303), as the grader compares it."""
+    try:
+        value = float(str(answer).replace(",", "").strip())
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() and abs(value) < 1e15 else None
+
+
+def confirmative_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
+    """Undo the operations from `answer` back to the first number (no re-solving), then the verdict."""
+    numbers, ops = operands_of(problem)
+    value = as_int(answer)
+    if value is None:
+        return fmt.verification(f"The answer {answer} is not a whole number.", "incorrect")
+    lines = [f"Start from {value} and undo each step."]
+    for n, op in zip(reversed(numbers[1:]), reversed(ops)):
+        inverse = "-" if op == "+" else "+"
+        new = value - n if op == "+" else value + n
+        lines.append(f"{value} {inverse} {n} = {new}")
+        value = new
+    ok = value == numbers[0]
+    lines.append(f"{value} {'is' if ok else 'is not'} {numbers[0]}.")
+    return fmt.verification("\n".join(lines), "correct" if ok else "incorrect")
+
+
+def problem_solving_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
+    """Re-derive the answer and compare it with `answer`, then the verdict."""
+    numbers, ops = operands_of(problem)
+    totals = running_totals(numbers, ops)
+    lines = ["Solve it again."] + [f"{a} {op} {n} = {t}" for a, op, n, t in zip(totals, ops, numbers[1:], totals[1:])]
+    ok = as_int(answer) == totals[-1]
+    lines.append(f"{totals[-1]} {'is' if ok else 'is not'} {answer}.")
+    return fmt.verification("\n".join(lines), "correct" if ok else "incorrect")
+
+
+VERIFIERS = {"confirmative": confirmative_check, "problem-solving": problem_solving_check}

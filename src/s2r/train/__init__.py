@@ -1,0 +1,1 @@
+"""Training: the embedded task's base model (base.py); later SFT and RL."""

@@ -1,0 +1,165 @@
+"""`s2r base`: train the embedded task's tiny base model from scratch on single-attempt solutions.
+
+The model must make real mistakes of its own, so training stops when its greedy accuracy on the
+validation split first reaches `target_acc` (default 0.5); the test accuracy then lands near it,
+falling with the level. Deterministic for a seed (CPU), checkpointed every `ckpt_every` steps and
+resumed exactly when killed, and cached: a finished model with the same settings is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from s2r.config import arg
+from s2r.grader import Grader
+from s2r.jsonl import write_json_atomic
+from s2r.models.backend import SamplingParams
+from s2r.models.hf import TransformersBackend
+from s2r.models.tiny import TinyModelConfig, build_tiny_model
+from s2r.prompts import PromptConfig, messages_for, render_prompt
+from s2r.tasks import arith
+from s2r.train.batching import collate, encode, token_logprobs
+
+PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
+
+
+@dataclass
+class BaseConfig:
+    out: str = arg("runs/base", help="folder for the model (out/model), checkpoints and base.json")
+    seed: int = arg(0, help="seed of the initialisation, the data order and the task splits")
+    target_acc: float = arg(0.5, help="stop when greedy accuracy on the validation split reaches this")
+    max_steps: int = arg(3000, help="stop here even if the target is not reached (cosine schedule length)")
+    batch_size: int = arg(32, help="problems per optimiser step")
+    lr: float = arg(3e-3, help="peak learning rate (AdamW)")
+    warmup: int = arg(50, help="linear warm-up steps")
+    weight_decay: float = arg(0.01, help="AdamW weight decay")
+    hidden_size: int = arg(128, help="model width")
+    layers: int = arg(3, help="transformer blocks")
+    heads: int = arg(4, help="attention heads")
+    intermediate_size: int = arg(512, help="MLP width")
+    eval_every: int = arg(250, help="steps between validation accuracy checks")
+    eval_every_near: int = arg(50, help="steps between checks once accuracy passes a quarter of the target")
+    val_problems: int = arg(200, help="validation problems per check")
+    ckpt_every: int = arg(50, help="steps between checkpoints")
+    threads: int = arg(0, help="torch CPU threads (0 = all cores)")
+
+    def key(self) -> str:
+        """What determines the trained model (not the output folder)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("out", "threads")}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def greedy_accuracy(model, tokenizer, problems, grader: Grader) -> tuple[float, dict[int, float]]:
+    backend = TransformersBackend(model, tokenizer, batch_size=128)
+    prompts = [render_prompt(messages_for(p.problem, PLAIN), PLAIN) for p in problems]
+    model.eval()
+    outs = backend.complete(prompts, SamplingParams(max_tokens=160))
+    model.train()
+    from s2r.grader import extract_answer
+
+    grades = grader.grade_answers([(extract_answer(o.text), p.gold) for o, p in zip(outs, problems)])
+    by_level: dict[int, list[bool]] = {}
+    for p, g in zip(problems, grades):
+        by_level.setdefault(p.level, []).append(g.correct)
+    acc = sum(g.correct for g in grades) / len(grades)
+    return acc, {lv: sum(v) / len(v) for lv, v in sorted(by_level.items())}
+
+
+def level_batches(problems: list, batch_size: int, seed: int) -> list[list]:
+    """Batches of one level each (similar lengths, little padding), in a seeded random order."""
+    by_level: dict[int, list] = {}
+    for p in problems:
+        by_level.setdefault(p.level, []).append(p)
+    batches = [group[i : i + batch_size] for group in by_level.values() for i in range(0, len(group) - batch_size + 1, batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def lr_at(step: int, cfg: BaseConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% over max_steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.max_steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_base(cfg: BaseConfig) -> Path:
+    out = Path(cfg.out)
+    model_dir, ckpt_path, info_path = out / "model", out / "ckpt.pt", out / "base.json"
+    if info_path.exists() and json.loads(info_path.read_text()).get("key") == cfg.key() and model_dir.exists():
+        print(f"reusing the base model in {model_dir} (same settings)", file=sys.stderr)
+        return model_dir
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    tiny = TinyModelConfig(str(model_dir), hidden_size=cfg.hidden_size, layers=cfg.layers, heads=cfg.heads,
+                           intermediate_size=cfg.intermediate_size, max_positions=512, seed=cfg.seed)
+    model, tokenizer = build_tiny_model(tiny)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    n_train = (cfg.max_steps + len(arith.LEVELS)) * cfg.batch_size  # one spare batch per level: ≥ max_steps batches
+    batches = level_batches(list(arith.generate("train", n_train, cfg.seed)), cfg.batch_size, cfg.seed)
+    val = list(arith.generate("val", cfg.val_problems, cfg.seed))
+    step, history = 0, []
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        if state["key"] == cfg.key():
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            torch.set_rng_state(state["rng"])
+            step, history = state["step"], state["history"]
+            print(f"resuming base training at step {step}", file=sys.stderr)
+    model.train()
+    reached = history[-1]["val_acc"] >= cfg.target_acc if history else False
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="base model", unit="step", file=sys.stderr, disable=None)
+    start = time.monotonic()
+    with Grader(workers=1) as grader:
+        while step < cfg.max_steps and not reached:
+            batch = collate([encode(tokenizer, render_prompt(messages_for(p.problem, PLAIN), PLAIN), arith.solution(p.problem))
+                             for p in batches[step]], tokenizer.pad_token_id)
+            logp = token_logprobs(model, batch)  # [B, T-1]
+            mask = batch["loss_mask"][:, 1:]  # [B, T-1]
+            loss = -(logp * mask).sum() / mask.sum()  # masked mean NLL over solution tokens
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            near = bool(history) and history[-1]["val_acc"] >= cfg.target_acc / 4
+            if step % (cfg.eval_every_near if near else cfg.eval_every) == 0:
+                acc, by_level = greedy_accuracy(model, tokenizer, val, grader)
+                history.append({"step": step, "loss": loss.item(), "val_acc": acc, "val_acc_by_level": by_level,
+                                "seconds": time.monotonic() - start})
+                bar.write(f"step {step}: loss {loss.item():.3f}, val accuracy {acc:.3f} "
+                          + " ".join(f"L{lv} {a:.2f}" for lv, a in by_level.items()), file=sys.stderr)
+                reached = acc >= cfg.target_acc
+            if step % cfg.ckpt_every == 0 or reached:
+                tmp = ckpt_path.with_suffix(".tmp")
+                out.mkdir(parents=True, exist_ok=True)
+                torch.save({"key": cfg.key(), "model": model.state_dict(), "opt": opt.state_dict(),
+                            "rng": torch.get_rng_state(), "step": step, "history": history}, tmp)
+                tmp.replace(ckpt_path)
+    bar.close()
+    model.eval()
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_json_atomic(info_path, {"key": cfg.key(), "config": asdict(cfg), "steps": step, "reached_target": reached,
+                                  "history": history})
+    return model_dir
+
+
+def run_base(cfg: BaseConfig) -> Path:
+    return train_base(cfg)

@@ -1,0 +1,36 @@
+"""Token batches with their loss masks, built together (DESIGN.md habit 6)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def encode(tokenizer, prompt: str, completion: str, add_eos: bool = True) -> tuple[list[int], list[int]]:
+    """(ids, loss mask) of prompt + completion (+ EOS); the mask is 1 on completion tokens and EOS.
+
+    >>> # prompt "Q:" completion "ab" -> ids [Q, :, a, b, <eos>], mask [0, 0, 1, 1, 1]
+    """
+    p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if add_eos:
+        c = c + [tokenizer.eos_token_id]
+    return p + c, [0] * len(p) + [1] * len(c)
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example: input_ids, attention_mask and loss_mask, all [B, T]."""
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.float)
+    for b, (x, m) in enumerate(examples):
+        ids[b, : len(x)] = torch.tensor(x)
+        attn[b, : len(x)] = 1
+        mask[b, : len(m)] = torch.tensor(m, dtype=torch.float)
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask}
+
+
+def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log π(x_t | x_<t) for every position t ≥ 1, shape [B, T-1] (aligned with loss_mask[:, 1:])."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # [B, T-1, V]
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
