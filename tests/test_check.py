@@ -8,7 +8,6 @@ import sys
 import time
 from collections import Counter
 
-import pytest
 
 from s2r.cli import main
 from s2r.jsonl import read_jsonl

@@ -98,7 +98,7 @@ def test_eval_writes_trajectories_metrics_and_report(tiny, tmp_path, data_dir):
     assert set(metrics["benchmarks"]) == {"math500", "gsm8k"}
     assert metrics["benchmarks"]["math500"]["by_level"]
     html = (out / "report.html").read_text()
-    assert html.count("<svg") >= 4 and "eval/acc_final" in html and "says incorrect" in html
+    assert html.count("<svg") >= 4 and "eval/acc_final" in html
     # running it again reuses the trajectories
     assert main(args) == 0
     assert load_trajectories(out / "trajectories.jsonl") == records

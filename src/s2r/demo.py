@@ -41,6 +41,7 @@ class DemoConfig:
     test_problems: int | None = arg(None, help="test problems (default 1000, --quick 200)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
+    base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 900)")
     votes: int = arg(4, help="base-majority: samples per vote")
     batch_size: int = arg(128, help="prompts per generate() call")
 
@@ -51,8 +52,8 @@ def cache_dir(cfg: DemoConfig) -> Path:
 
 def base_config(cfg: DemoConfig) -> BaseConfig:
     base = BaseConfig(seed=cfg.seed, target_acc=cfg.target_acc)
-    if cfg.quick:
-        base = replace(base, max_steps=900, eval_every=50)
+    if cfg.base_max_steps or cfg.quick:
+        base = replace(base, max_steps=cfg.base_max_steps or 900)
     return replace(base, out=str(cache_dir(cfg) / f"base-{base.key()}"))
 
 

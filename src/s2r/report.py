@@ -37,7 +37,7 @@ def bar_chart(categories: Sequence[str], series: dict[str, Sequence[float | None
     plot_w, plot_h = width - left - right, height - bottom - head
     group_w = plot_w / max(1, len(categories))
     bar_w = group_w * 0.8 / max(1, len(series))
-    fmt = (lambda v: f"{v:.0%}") if percent else (lambda v: f"{v:.3g}")
+    fmt = (lambda v: f"{v:.0%}" if top > 0.1 else f"{v:.1%}") if percent else (lambda v: f"{v:.3g}")
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
            f'aria-label="{_esc(title)}" font-family="sans-serif" font-size="11">',
            f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>']
@@ -158,7 +158,10 @@ def render_report(title: str, runs: dict[str, list[dict]], meta: dict | None = N
                                    "broken (c2i)": [o[n]["eval/c2i"] for n in names]},
                            "Self-correction: fixes and breakages (share of problems)"))
     parts.append("</div><h2>The model's own verification</h2>")
-    parts.append("".join(confusion_table(n, confusion(runs[n])) for n in names))
+    tables = {n: confusion(runs[n]) for n in names}
+    verified = [n for n in names if sum(tables[n].values())]
+    parts.append("".join(confusion_table(n, tables[n]) for n in verified)
+                 or "<p class='meta'>No run verified its own answers.</p>")
     leveled = [n for n in names if "by_level" in metrics[n]]
     if leveled:
         parts.append("<h2>By difficulty level</h2><div class='charts'>")

@@ -4,7 +4,7 @@ A problem is a chain of additions and subtractions that starts from a two-digit 
 running total stays ≥ 0. Levels 1–5 add steps and digits:
 
     level  steps  operands              example
-    1      1      2..19                 Compute 47 + 18.
+    1      2      2..5                  Compute 47 + 3 - 5.
     2      2      2..9                  Compute 47 + 8 - 9.
     3      3      2..9                  Compute 47 + 8 - 9 + 6.
     4      4      2..9, one 10..19      Compute 47 + 8 - 19 + 6 - 3.
@@ -29,10 +29,10 @@ from collections.abc import Iterator
 from s2r.format import DEFAULT_FORMAT, TrajectoryFormat
 from s2r.tasks.benchmarks import Problem
 
-# level -> the range of each operand after the first (a two-digit number); level 1 needs 2..19 to
-# have enough distinct problems for a 200-problem test share
-ONE, TEEN, SMALL = (2, 9), (10, 19), (2, 19)
-LEVELS = {1: (SMALL,), 2: (ONE, ONE), 3: (ONE, ONE, ONE), 4: (ONE, TEEN, ONE, ONE), 5: (ONE, TEEN, ONE, TEEN, ONE)}
+# level -> the range of each operand after the first (a two-digit number). Level 1 has two small
+# steps, not one: one-step problems are too few for a 200-problem test share of distinct problems.
+TINY, ONE, TEEN = (2, 5), (2, 9), (10, 19)
+LEVELS = {1: (TINY, TINY), 2: (ONE, ONE), 3: (ONE, ONE, ONE), 4: (ONE, TEEN, ONE, ONE), 5: (ONE, TEEN, ONE, TEEN, ONE)}
 SPLITS = {"train": (0, 80), "val": (80, 90), "test": (90, 100)}  # share of the hash space, in %
 SIZES = {"train": 50_000, "val": 1_000, "test": 1_000}  # default number of problems per split
 

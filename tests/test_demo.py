@@ -1,0 +1,27 @@
+"""`s2r demo` wired end to end on a deliberately under-trained base model (the full run is the
+main job; its numbers are in the README). Checks rows, files, resume and the model cache."""
+
+import json
+
+from s2r.cli import main
+
+
+def test_demo_rows_files_and_reuse(tmp_path, capsys):
+    args = ["demo", "--out", str(tmp_path / "d"), "--seed", "3", "--cache", str(tmp_path / "cache"),
+            "--base-max-steps", "20", "--test-problems", "15", "--batch-size", "16"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert result["seed"] == 3 and result["test_problems"] == 15
+    assert [r["name"] for r in result["rows"]] == ["base", "base-majority4", "base-intrinsic"]
+    for row in result["rows"]:
+        assert 0 <= row["metrics"]["eval/acc_final"] <= 1 and row["metrics"]["eval/tokens_mean"] > 0
+    assert result["rows"][1]["metrics"]["eval/tokens_mean"] > result["rows"][0]["metrics"]["eval/tokens_mean"]
+    assert result["rows"][2]["metrics"]["eval/attempts_mean"] == 2.0
+    html = (tmp_path / "d" / "report.html").read_text()
+    assert "base-majority4" in html and html.count("<svg") >= 4 and "No run verified its own answers" in html
+    out = capsys.readouterr().out
+    assert "base-intrinsic" in out and "acc first" in out
+    rows = (tmp_path / "d" / "rows" / "base.jsonl").read_text()
+    assert main(args) == 0  # a second run reuses the cached model and every row
+    assert "reusing the base model" in capsys.readouterr().err
+    assert (tmp_path / "d" / "rows" / "base.jsonl").read_text() == rows
