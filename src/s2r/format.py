@@ -79,7 +79,7 @@ class Action:
     kind: str  # "solve" | "verify"
     start: int  # character span [start, end) of the action in the text, marker included
     end: int
-    text: str  # content, without the marker line and the trailing separator
+    text: str  # content: no marker line, no separator
     answer: str | None = None  # solve: the extracted final answer (None if none)
     verdict: str | None = None  # verify: "correct" | "incorrect" | "unparsable"
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from s2r.config import arg
-from s2r.grader import Grader
+from s2r.grader import Grader, extract_answer
 from s2r.jsonl import write_json_atomic
 from s2r.models.backend import SamplingParams
 from s2r.models.hf import TransformersBackend
@@ -65,8 +65,6 @@ def greedy_accuracy(model, tokenizer, problems, grader: Grader) -> tuple[float, 
     model.eval()
     outs = backend.complete(prompts, SamplingParams(max_tokens=160))
     model.train()
-    from s2r.grader import extract_answer
-
     grades = grader.grade_answers([(extract_answer(o.text), p.gold) for o, p in zip(outs, problems)])
     by_level: dict[int, list[bool]] = {}
     for p, g in zip(problems, grades):

@@ -8,7 +8,7 @@ import torch
 def encode(tokenizer, prompt: str, completion: str, add_eos: bool = True) -> tuple[list[int], list[int]]:
     """(ids, loss mask) of prompt + completion (+ EOS); the mask is 1 on completion tokens and EOS.
 
-    >>> # prompt "Q:" completion "ab" -> ids [Q, :, a, b, <eos>], mask [0, 0, 1, 1, 1]
+    prompt "Q:", completion "ab"  ->  tokens [Q, :, a, b, <eos>], mask [0, 0, 1, 1, 1]  (pinned in tests)
     """
     p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     c = tokenizer(completion, add_special_tokens=False)["input_ids"]
