@@ -25,3 +25,15 @@ def test_demo_rows_files_and_reuse(tmp_path, capsys):
     assert main(args) == 0  # a second run reuses the cached model and every row
     assert "reusing the base model" in capsys.readouterr().err
     assert (tmp_path / "d" / "rows" / "base.jsonl").read_text() == rows
+
+
+def test_quick_reuses_a_cached_full_base_model(tmp_path):
+    from s2r.demo import DemoConfig, base_config
+
+    full = base_config(DemoConfig(cache=str(tmp_path), seed=5))
+    quick = DemoConfig(cache=str(tmp_path), seed=5, quick=True)
+    assert base_config(quick).max_steps == 900 and base_config(quick).out != full.out
+    out = tmp_path / full.out
+    (out / "model").mkdir(parents=True)
+    (out / "base.json").write_text(json.dumps({"key": full.key()}))
+    assert base_config(quick) == full

@@ -27,7 +27,7 @@ from s2r.models.hf import TransformersBackend
 from s2r.report import render_report
 from s2r.solve import Settings, solve_problems
 from s2r.tasks import arith
-from s2r.train.base import PLAIN, BaseConfig, train_base
+from s2r.train.base import PLAIN, BaseConfig, is_trained, train_base
 
 TABLE = [("eval/acc_first", "acc first"), ("eval/acc_final", "acc final"), ("eval/i2c", "i2c"), ("eval/c2i", "c2i"),
          ("verify/tpr", "tpr"), ("verify/tnr", "tnr"), ("eval/attempts_mean", "attempts"), ("eval/tokens_mean", "tokens")]
@@ -51,10 +51,17 @@ def cache_dir(cfg: DemoConfig) -> Path:
 
 
 def base_config(cfg: DemoConfig) -> BaseConfig:
-    base = BaseConfig(seed=cfg.seed, target_acc=cfg.target_acc)
-    if cfg.base_max_steps or cfg.quick:
-        base = replace(base, max_steps=cfg.base_max_steps or 900)
-    return replace(base, out=str(cache_dir(cfg) / f"base-{base.key()}"))
+    """The full base model; --quick trains a short one unless the full one is already cached."""
+
+    def placed(base: BaseConfig) -> BaseConfig:
+        return replace(base, out=str(cache_dir(cfg) / f"base-{base.key()}"))
+
+    full = placed(BaseConfig(seed=cfg.seed, target_acc=cfg.target_acc))
+    if cfg.base_max_steps:
+        return placed(replace(full, max_steps=cfg.base_max_steps))
+    if cfg.quick and not is_trained(full):
+        return placed(replace(full, max_steps=900))
+    return full
 
 
 def run_row(name: str, strategy: str, model_dir: Path, problems, settings: Settings, out: Path, batch_size: int) -> list[dict]:

@@ -91,10 +91,16 @@ def lr_at(step: int, cfg: BaseConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def is_trained(cfg: BaseConfig) -> bool:
+    """A finished model with these settings is in cfg.out."""
+    info = Path(cfg.out) / "base.json"
+    return info.exists() and json.loads(info.read_text()).get("key") == cfg.key() and (Path(cfg.out) / "model").exists()
+
+
 def train_base(cfg: BaseConfig) -> Path:
     out = Path(cfg.out)
     model_dir, ckpt_path, info_path = out / "model", out / "ckpt.pt", out / "base.json"
-    if info_path.exists() and json.loads(info_path.read_text()).get("key") == cfg.key() and model_dir.exists():
+    if is_trained(cfg):
         print(f"reusing the base model in {model_dir} (same settings)", file=sys.stderr)
         return model_dir
     if cfg.threads:
