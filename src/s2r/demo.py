@@ -23,7 +23,6 @@ from s2r.grader import Grader
 from s2r.jsonl import ResumableJsonl, write_atomic, write_json_atomic
 from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
-from s2r.models.hf import TransformersBackend
 from s2r.report import render_report
 from s2r.solve import Settings, solve_problems
 from s2r.tasks import arith
@@ -70,6 +69,8 @@ def run_row(name: str, strategy: str, model_dir: Path, problems, settings: Setti
         done = {r["id"] for r in sink.records}
         todo = [p for p in problems if p.id not in done]
         if todo:
+            from s2r.models.hf import TransformersBackend
+
             backend = TransformersBackend.from_pretrained(str(model_dir), batch_size=batch_size)
             with Grader(workers=1) as grader, tqdm(total=len(problems), initial=len(done), desc=name, unit="problem",
                                                    file=sys.stderr, disable=None) as bar:

@@ -17,18 +17,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from s2r.config import arg
 from s2r.grader import Grader, extract_answer
 from s2r.jsonl import write_json_atomic
 from s2r.models.backend import SamplingParams
-from s2r.models.hf import TransformersBackend
 from s2r.models.tiny import TinyModelConfig, build_tiny_model
 from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.tasks import arith
-from s2r.train.batching import collate, encode, token_logprobs
 
 PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
 
@@ -60,6 +57,8 @@ class BaseConfig:
 
 
 def greedy_accuracy(model, tokenizer, problems, grader: Grader) -> tuple[float, dict[int, float]]:
+    from s2r.models.hf import TransformersBackend
+
     backend = TransformersBackend(model, tokenizer, batch_size=128)
     prompts = [render_prompt(messages_for(p.problem, PLAIN), PLAIN) for p in problems]
     model.eval()
@@ -98,6 +97,10 @@ def is_trained(cfg: BaseConfig) -> bool:
 
 
 def train_base(cfg: BaseConfig) -> Path:
+    import torch
+
+    from s2r.train.batching import collate, encode, token_logprobs
+
     out = Path(cfg.out)
     model_dir, ckpt_path, info_path = out / "model", out / "ckpt.pt", out / "base.json"
     if is_trained(cfg):
