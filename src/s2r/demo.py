@@ -16,15 +16,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
 
 from s2r.config import arg
-from s2r.grader import Grader
-from s2r.jsonl import ResumableJsonl, write_atomic, write_json_atomic
+from s2r.evaluate import solve_resumable
+from s2r.jsonl import write_atomic, write_json_atomic
 from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
 from s2r.report import render_report
-from s2r.solve import Settings, solve_problems
+from s2r.solve import Settings
 from s2r.tasks import arith
 from s2r.train.base import PLAIN, BaseConfig, is_trained, train_base
 
@@ -65,25 +64,13 @@ def base_config(cfg: DemoConfig) -> BaseConfig:
 
 def run_row(name: str, strategy: str, model_dir: Path, problems, settings: Settings, out: Path, batch_size: int) -> list[dict]:
     """Trajectories of one row, resumable: DIR/rows/NAME.jsonl."""
-    with ResumableJsonl(out / "rows" / f"{name}.jsonl") as sink:
-        done = {r["id"] for r in sink.records}
-        todo = [p for p in problems if p.id not in done]
-        if todo:
-            from s2r.models.hf import TransformersBackend
+    def backend():
+        from s2r.models.hf import TransformersBackend
 
-            backend = TransformersBackend.from_pretrained(str(model_dir), batch_size=batch_size)
-            with Grader(workers=1) as grader, tqdm(total=len(problems), initial=len(done), desc=name, unit="problem",
-                                                   file=sys.stderr, disable=None) as bar:
-                for lo in range(0, len(todo), batch_size):
-                    chunk = todo[lo : lo + batch_size]
-                    s = replace(settings, params=replace(settings.params, seed=settings.params.seed + lo))
-                    records, errors = solve_problems(backend, [("arith", p, 0) for p in chunk], strategy, s, grader)
-                    if errors:
-                        raise RuntimeError(f"{name}: {len(errors)} generations failed: {errors[0]}")
-                    sink.extend(records)
-                    bar.update(len(chunk))
-        sink.finish()
-        return sink.records
+        return TransformersBackend.from_pretrained(str(model_dir), batch_size=batch_size)
+
+    return solve_resumable(out / "rows" / f"{name}.jsonl", [("arith", p, 0) for p in problems], strategy, settings,
+                           backend, chunk=batch_size, desc=name)
 
 
 def format_table(rows: list[dict]) -> str:

@@ -103,34 +103,35 @@ class EndpointErrors(RuntimeError):
     pass
 
 
-def run_solve(cfg: SolveConfig, out_path: str | None = None) -> list[dict]:
-    """Write trajectories for every (benchmark, problem, sample); resumes a killed run."""
-    settings = settings_of(cfg)
-    jobs = [(benchmark_name(d), p, s) for d in cfg.data
-            for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit) for s in range(cfg.samples)]
-    with ResumableJsonl(out_path or cfg.out) as sink:
+def solve_resumable(path, jobs, strategy: str, settings: Settings, backend_factory, *, chunk: int = 64,
+                    grader_timeout: float = 2.0, desc: str | None = None) -> list[dict]:
+    """Run (benchmark, problem, sample) jobs into a resumable trajectories file and return its records.
+
+    Jobs already in the file are skipped; the backend is made only if work is left. Each chunk's
+    sampling seed is settings' seed plus the place of its first job in `jobs`, so a resumed run
+    samples what an uninterrupted one would. Failed generations are kept out of the file and raised
+    as EndpointErrors (the records that succeeded stay in PATH.partial for the next run)."""
+    with ResumableJsonl(path) as sink:
         done = {(r["benchmark"], str(r["id"]), r["sample"]) for r in sink.records}
         todo = [(i, j) for i, j in enumerate(jobs) if (j[0], j[1].id, j[2]) not in done]
         if done:
             print(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} trajectories already written", file=sys.stderr)
         errors: list[str] = []
         if todo:
-            backend = make_backend(cfg)
-            bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"solve ({cfg.strategy})",
+            backend = backend_factory()
+            bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc or f"solve ({strategy})",
                        unit="traj", file=sys.stderr, disable=None)
-            start = time.monotonic()
             try:
-                with Grader(timeout=cfg.grader_timeout) as grader:
-                    for lo in range(0, len(todo), cfg.chunk):
-                        chunk = todo[lo : lo + cfg.chunk]
-                        # the seed follows the job's place in the full list, so a resumed run samples alike
-                        s = replace(settings, params=replace(settings.params, seed=cfg.seed + chunk[0][0]))
-                        records, errs = solve_problems(backend, [j for _, j in chunk], cfg.strategy, s, grader)
+                with Grader(timeout=grader_timeout) as grader:
+                    for lo in range(0, len(todo), chunk):
+                        part = todo[lo : lo + chunk]
+                        s = replace(settings, params=replace(settings.params, seed=settings.params.seed + part[0][0]))
+                        start = time.monotonic()
+                        records, errs = solve_problems(backend, [j for _, j in part], strategy, s, grader)
                         sink.extend(records)
                         errors += errs
-                        bar.update(len(chunk))
+                        bar.update(len(part))
                         bar.set_postfix(tok_s=f"{sum(r['tokens'] for r in records) / max(1e-9, time.monotonic() - start):.0f}")
-                        start = time.monotonic()
             finally:
                 bar.close()
                 backend.close()
@@ -139,6 +140,14 @@ def run_solve(cfg: SolveConfig, out_path: str | None = None) -> list[dict]:
                                  f"{len(sink.records)} trajectories are kept in {sink.partial}: run the same command again to retry the rest")
         sink.finish()
         return sink.records
+
+
+def run_solve(cfg: SolveConfig, out_path: str | None = None) -> list[dict]:
+    """Write trajectories for every (benchmark, problem, sample); resumes a killed run."""
+    jobs = [(benchmark_name(d), p, s) for d in cfg.data
+            for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit) for s in range(cfg.samples)]
+    return solve_resumable(out_path or cfg.out, jobs, cfg.strategy, settings_of(cfg), lambda: make_backend(cfg),
+                           chunk=cfg.chunk, grader_timeout=cfg.grader_timeout)
 
 
 def run_eval(cfg: EvalConfig) -> dict:
