@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from s2r.format import parse, render, verdict_of
+from s2r.format import DEFAULT_FORMAT, parse, render, verdict_of
 from s2r.grader import Grader
 from s2r.tasks import arith, load_problems
 
@@ -108,3 +108,17 @@ def test_confirmative_check_works_back_from_the_answer():
         wrong = values(arith.confirmative_check(p.problem, str(int(p.gold) + error)))
         assert len(right) == len(arith.LEVELS[p.level]) and wrong == [v + error for v in right]
         assert right[-1] == arith.operands_of(p.problem)[0][0]  # lands on the first number
+
+
+def test_check_exercises_ask_for_a_check_half_of_them_of_a_wrong_answer():
+    rng = random.Random(0)
+    verdicts = []
+    for p in arith.generate("train", 400, seed=0):
+        question, completion = arith.check_exercise(p.problem, rng)
+        answer = question.removeprefix("Check the answer ").split(":")[0]
+        assert question.endswith(p.problem) and int(answer) >= 0
+        assert completion.startswith(DEFAULT_FORMAT.verify_marker + "\n")
+        verdict = parse("x\n\n" + completion).verdicts[0]
+        assert verdict == ("correct" if answer == p.gold else "incorrect")
+        verdicts.append(verdict)
+    assert 150 < verdicts.count("incorrect") < 250

@@ -8,7 +8,7 @@ from s2r.cli import main
 
 def test_demo_rows_files_and_reuse(tmp_path, capsys):
     args = ["demo", "--out", str(tmp_path / "d"), "--seed", "3", "--cache", str(tmp_path / "cache"),
-            "--base-max-steps", "20", "--test-problems", "15", "--batch-size", "16"]
+            "--base-max-steps", "20", "--test-problems", "15", "--batch-size", "16", "--bi-problems", "6"]
     assert main(args) == 0
     result = json.loads((tmp_path / "d" / "results.json").read_text())
     assert result["seed"] == 3 and result["test_problems"] == 15
@@ -19,8 +19,11 @@ def test_demo_rows_files_and_reuse(tmp_path, capsys):
     assert result["rows"][2]["metrics"]["eval/attempts_mean"] == 2.0
     html = (tmp_path / "d" / "report.html").read_text()
     assert "base-majority4" in html and html.count("<svg") >= 4 and "No run verified its own answers" in html
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "base-intrinsic" in out and "acc first" in out
+    # a 20-step base model solves nothing: BI gets no data, says so, and its rows are left out
+    assert "no BI data, so the bi and plain-sft rows are left out" in err
+    assert len(list((tmp_path / "d" / "bi" / "attempts.jsonl").open())) == 6 * 5
     rows = (tmp_path / "d" / "rows" / "base.jsonl").read_text()
     assert main(args) == 0  # a second run reuses the cached model and every row
     assert "reusing the base model" in capsys.readouterr().err

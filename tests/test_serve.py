@@ -1,13 +1,9 @@
 """`s2r serve` for real: the official openai client and `s2r eval --backend http` against it."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
+from servers import start_server
 
 from s2r.cli import main
 from s2r.models.backend import SamplingParams
@@ -16,27 +12,11 @@ from s2r.models.http import HTTPBackend
 KEY = "sk-test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     model = tmp_path_factory.mktemp("served")
     assert main(["tiny-model", str(model), "--chat-template", "true"]) == 0
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "s2r.cli", "serve", str(model), "--port", str(port),
-                             "--api-key", KEY, "--served-name", "tiny"], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            break
-        except OSError:
-            assert proc.poll() is None, "server exited"
-            time.sleep(0.1)
+    url, proc = start_server([str(model), "--api-key", KEY, "--served-name", "tiny"])
     yield url, model
     proc.terminate()
     proc.wait(timeout=10)

@@ -12,12 +12,16 @@ from dataclasses import dataclass
 from s2r import __version__
 from s2r.check import CheckConfig, run_check
 from s2r.config import ConfigError, add_arguments, arg, from_args
+from s2r.data.build import BuildConfig
+from s2r.data.sample import SampleConfig
+from s2r.data.verify import VerifyConfig
 from s2r.demo import DemoConfig
 from s2r.evaluate import EndpointErrors, EvalConfig, SolveConfig
 from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig
 from s2r.serve import ServeConfig
 from s2r.train.base import BaseConfig
+from s2r.train.sft import SFTConfig
 
 
 @dataclass
@@ -83,6 +87,10 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "serve": (ServeConfig, _lazy("s2r.serve", "run_serve"), "OpenAI-compatible server over a local model"),
     "solve": (SolveConfig, _lazy("s2r.evaluate", "run_solve"), "write trajectories: a model solves (and checks) problems"),
     "eval": (EvalConfig, _lazy("s2r.evaluate", "run_eval"), "solve + metrics.json + report.html"),
+    "sample": (SampleConfig, _lazy("s2r.data.sample", "run_sample"), "BI data 1/3: K sampled first attempts per problem, graded"),
+    "verify": (VerifyConfig, _lazy("s2r.data.verify", "run_verify"), "BI data 2/3: a teacher verification per distinct (problem, answer)"),
+    "build": (BuildConfig, _lazy("s2r.data.build", "run_build"), "BI data 3/3: assemble self-verify / self-correct SFT records"),
+    "sft": (SFTConfig, _lazy("s2r.train.sft", "run_sft"), "fine-tune on SFT records (masked NLL + KL to the start model)"),
     "base": (BaseConfig, _lazy("s2r.train.base", "run_base"), "train the embedded task's tiny base model from scratch"),
     "demo": (DemoConfig, _lazy("s2r.demo", "run_demo"), "the whole method on the embedded task, on a CPU"),
 }

@@ -4,8 +4,14 @@ Builds (or reuses from the cache) the tiny base model, evaluates it on the test 
 strategy, and writes `DIR/results.json`, `DIR/report.html` and one trajectories file per row in
 `DIR/rows/`. A killed demo resumes: finished rows and trajectories are reused.
 
-Rows so far: `base` (one greedy attempt), `base-majority4` (majority of 4 samples at T=0.7),
-`base-intrinsic` (a prompted review turn). Later stages (BI, RL) add rows.
+Rows so far:
+- `base`: one greedy attempt; `base-majority4`: majority of 4 samples at T=0.7; `base-intrinsic`: a
+  prompted review turn.
+- `bi`: behaviour initialisation (METHOD.md §2): the base model samples 5 attempts per training
+  problem, the task's confirmative verifier checks each distinct answer, `build` assembles
+  self-verify / self-correct trajectories and `sft` fine-tunes the base model on them; evaluated with
+  the `s2r` strategy. `plain-sft`: the same problems' correct attempts only, same steps (the paper's
+  control). Their data and models are in `DIR/bi/`.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ class DemoConfig:
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
     base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 900)")
     votes: int = arg(4, help="base-majority: samples per vote")
+    bi_problems: int = arg(1000, help="BI: training problems to sample from (--quick 300)")
+    bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
+    sft_epochs: int = arg(6, help="BI and plain SFT: epochs")
+    sft_lr: float = arg(5e-4, help="BI and plain SFT: peak learning rate")
+    sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
+    max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
 
 
@@ -62,15 +74,43 @@ def base_config(cfg: DemoConfig) -> BaseConfig:
     return full
 
 
-def run_row(name: str, strategy: str, model_dir: Path, problems, settings: Settings, out: Path, batch_size: int) -> list[dict]:
-    """Trajectories of one row, resumable: DIR/rows/NAME.jsonl."""
+def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dict[str, Path]:
+    """sample → verify → build → sft, for the `bi` and `plain-sft` models (each step reuses its output)."""
+    from s2r.data.build import BuildConfig, run_build
+    from s2r.data.verify import VerifyConfig, run_verify
+    from s2r.train.sft import SFTConfig, run_sft
+
+    stage = out / "bi"
+    n = cfg.bi_problems if not cfg.quick else min(cfg.bi_problems, 300)
+    train = list(arith.generate("train", n, cfg.seed))
+    sampled = Settings(max_tokens=200, params=SamplingParams(max_tokens=200, temperature=0.7, seed=cfg.seed), prompt=PLAIN)
+    jobs = [("arith", p, k) for p in train for k in range(cfg.bi_samples)]
+    run_row("bi-attempts", "single", base_dir, jobs, sampled, stage, batch_size, path=stage / "attempts.jsonl")
+    run_verify(VerifyConfig(str(stage / "attempts.jsonl"), out=str(stage / "verified.jsonl"),
+                            cache=str(stage / "verifications.jsonl")))
+    models = {}
+    for name, kind in (("bi", "s2r"), ("plain-sft", "plain")):
+        data = stage / f"{kind}.jsonl"
+        if not run_build(BuildConfig(str(stage / "verified.jsonl"), out=str(data), kind=kind, seed=cfg.seed)):
+            print(f"warning: the base model solved none of the {n} training problems in {cfg.bi_samples} samples: "
+                  "no BI data, so the bi and plain-sft rows are left out (train the base model longer)", file=sys.stderr)
+            return {}
+        models[name] = run_sft(SFTConfig(str(data), model=str(base_dir), out=str(stage / name), epochs=cfg.sft_epochs,
+                                         batch_size=32, micro_batch_size=8, lr=cfg.sft_lr, warmup_ratio=0.05,
+                                         min_lr_ratio=0.1, kl_coef=cfg.sft_kl, seed=cfg.seed, system="", template="plain"))
+    return models
+
+
+def run_row(name: str, strategy: str, model_dir: Path, jobs, settings: Settings, out: Path, batch_size: int,
+            path: Path | None = None) -> list[dict]:
+    """Trajectories of one row, resumable: DIR/rows/NAME.jsonl (or `path`)."""
     def backend():
         from s2r.models.hf import TransformersBackend
 
         return TransformersBackend.from_pretrained(str(model_dir), batch_size=batch_size)
 
-    return solve_resumable(out / "rows" / f"{name}.jsonl", [("arith", p, 0) for p in problems], strategy, settings,
-                           backend, chunk=batch_size, desc=name)
+    return solve_resumable(path or out / "rows" / f"{name}.jsonl", jobs, strategy, settings, backend,
+                           chunk=batch_size, desc=name)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -92,15 +132,19 @@ def run_demo(cfg: DemoConfig) -> dict:
     n_test = cfg.test_problems or (200 if cfg.quick else 1000)
     print(f"s2r demo: seed {cfg.seed}, {n_test} test problems of the embedded arithmetic task", file=sys.stderr)
     base_dir = train_base(base_config(cfg))
-    problems = list(arith.generate("test", n_test, cfg.seed))
+    models = bi_stage(cfg, base_dir, out, cfg.batch_size)
+    jobs = [("arith", p, 0) for p in arith.generate("test", n_test, cfg.seed)]
     greedy = Settings(max_tokens=200, params=SamplingParams(max_tokens=200, seed=cfg.seed), prompt=PLAIN)
     sampled = replace(greedy, votes=cfg.votes, params=replace(greedy.params, temperature=0.7))
+    s2r = replace(greedy, max_tokens=cfg.max_tokens, params=replace(greedy.params, max_tokens=cfg.max_tokens))
     plan = [
         ("base", "single", base_dir, greedy),
         (f"base-majority{cfg.votes}", "majority", base_dir, sampled),
         ("base-intrinsic", "intrinsic", base_dir, greedy),
     ]
-    runs = {name: run_row(name, strategy, model, problems, s, out, cfg.batch_size) for name, strategy, model, s in plan}
+    if models:
+        plan += [("plain-sft", "single", models["plain-sft"], greedy), ("bi", "s2r", models["bi"], s2r)]
+    runs = {name: run_row(name, strategy, model, jobs, s, out, cfg.batch_size) for name, strategy, model, s in plan}
     rows = [{"name": name, "metrics": compute_metrics(records)["overall"]} for name, records in runs.items()]
     result = {"seed": cfg.seed, "test_problems": n_test, "base_model": str(base_dir), "rows": rows}
     write_json_atomic(out / "results.json", result)

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from s2r.config import arg, to_dict
-from s2r.format import TrajectoryFormat
+from s2r.format import MarkerFields
 from s2r.grader import Grader
 from s2r.jsonl import ResumableJsonl, write_atomic, write_json_atomic
 from s2r.metrics import compute_metrics
@@ -21,7 +21,7 @@ from s2r.tasks import load_problems
 
 
 @dataclass
-class SolveConfig:
+class SolveConfig(MarkerFields):
     out: str = arg(help="solve: trajectories JSONL to write; eval: output folder")
     data: list[str] = arg(["math500"], help="benchmarks (folder names, name:split) or JSONL files")
     model: str | None = arg(None, help="transformers: model folder; http: served model name (default: the first listed)")
@@ -38,10 +38,6 @@ class SolveConfig:
     system: str = arg(DEFAULT_SYSTEM, help="system prompt ('' for none)")
     template: str = arg("auto", help="prompt template: auto (the tokenizer's chat template if any), chat, plain")
     review_prompt: str = arg(DEFAULT_REVIEW, help="intrinsic: the second user turn")
-    verify_marker: str = arg(TrajectoryFormat.verify_marker, help="line that opens a verification")
-    retry_marker: str = arg(TrajectoryFormat.retry_marker, help="line that opens the next attempt")
-    correct_sentence: str = arg(TrajectoryFormat.correct_sentence, help="verdict sentence: correct")
-    incorrect_sentence: str = arg(TrajectoryFormat.incorrect_sentence, help="verdict sentence: incorrect")
     data_dir: str | None = arg(None, help="benchmark data directory")
     base_url: str = arg("http://127.0.0.1:8000/v1", help="http: server address")
     api_key: str | None = arg(None, help="http: API key")
@@ -89,7 +85,7 @@ def settings_of(cfg: SolveConfig) -> Settings:
     return Settings(
         max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, votes=cfg.votes,
         params=SamplingParams(max_tokens=cfg.max_tokens, temperature=temperature, top_p=cfg.top_p, seed=cfg.seed),
-        fmt=TrajectoryFormat(cfg.verify_marker, cfg.retry_marker, cfg.correct_sentence, cfg.incorrect_sentence),
+        fmt=cfg.fmt,
         prompt=PromptConfig(system=cfg.system, template=cfg.template, review_prompt=cfg.review_prompt),
     )
 

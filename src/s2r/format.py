@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from s2r.config import arg
 from s2r.grader import extract_answer
 
 SOLVE, VERIFY = "solve", "verify"
@@ -72,6 +73,21 @@ class TrajectoryFormat:
 
 
 DEFAULT_FORMAT = TrajectoryFormat()
+
+
+@dataclass(kw_only=True)
+class MarkerFields:
+    """The format's four lines as command-line fields; commands that read or write trajectories
+    inherit them (`cfg.fmt` is the TrajectoryFormat)."""
+
+    verify_marker: str = arg(TrajectoryFormat.verify_marker, help="line that opens a verification")
+    retry_marker: str = arg(TrajectoryFormat.retry_marker, help="line that opens the next attempt")
+    correct_sentence: str = arg(TrajectoryFormat.correct_sentence, help="verdict sentence: correct")
+    incorrect_sentence: str = arg(TrajectoryFormat.incorrect_sentence, help="verdict sentence: incorrect")
+
+    @property
+    def fmt(self) -> TrajectoryFormat:
+        return TrajectoryFormat(self.verify_marker, self.retry_marker, self.correct_sentence, self.incorrect_sentence)
 
 
 @dataclass(frozen=True)

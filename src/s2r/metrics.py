@@ -152,10 +152,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def answer_key(answer: str) -> str:
+    """What makes two answers "the same" for voting and deduplication: the string, spaces removed."""
+    return "".join(str(answer).split())
+
+
 def vote(answers: Sequence[str | None]) -> int | None:
-    """Index of the majority answer: answers compared as strings with spaces removed, ties to the
-    answer seen first, None (no answer) never votes. None when no sample has an answer."""
-    keys = ["".join(str(a).split()) if a is not None else None for a in answers]
+    """Index of the majority answer: answers compared by `answer_key`, ties to the answer seen
+    first, None (no answer) never votes. None when no sample has an answer."""
+    keys = [answer_key(a) if a is not None else None for a in answers]
     counts = Counter(k for k in keys if k is not None)
     if not counts:
         return None

@@ -144,3 +144,20 @@ def problem_solving_check(problem: str, answer: str, fmt: TrajectoryFormat = DEF
 
 
 VERIFIERS = {"confirmative": confirmative_check, "problem-solving": problem_solving_check}
+
+
+def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> tuple[str, str]:
+    """(question, answer text) of a check *on request*, for the base model's training mix: half the
+    time the right answer, else one off by 1..10. Like a pretrained LLM, the base model can then check
+    an answer when asked, in the words of the trajectory format; checking its own answers unprompted,
+    and retrying, is what behaviour initialisation adds.
+
+    "Check the answer 46: Compute 47 + 8 - 9."  ->  the verify marker line, then the confirmative
+    check of 46, verdict included."""
+    numbers, ops = operands_of(problem)
+    gold = running_totals(numbers, ops)[-1]
+    answer = gold
+    if rng.random() < 0.5:
+        answer = gold + rng.choice([-1, 1]) * rng.randint(1, 10)
+        answer = answer if answer >= 0 else gold + rng.randint(1, 10)
+    return f"Check the answer {answer}: {problem}", f"{fmt.verify_marker}\n{confirmative_check(problem, str(answer), fmt)}"

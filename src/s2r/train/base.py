@@ -28,6 +28,7 @@ from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.tasks import arith
 
 PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
+RECIPE = 2  # 2: checks on request in the training mix; positions up to 2048
 
 
 @dataclass
@@ -44,6 +45,7 @@ class BaseConfig:
     layers: int = arg(3, help="transformer blocks")
     heads: int = arg(4, help="attention heads")
     intermediate_size: int = arg(512, help="MLP width")
+    check_share: float = arg(0.25, help="share of training sequences that are checks on request (arith.check_exercise)")
     eval_every: int = arg(250, help="steps between validation accuracy checks")
     eval_every_near: int = arg(50, help="steps between checks once accuracy passes a quarter of the target")
     val_problems: int = arg(200, help="validation problems per check")
@@ -51,8 +53,9 @@ class BaseConfig:
     threads: int = arg(0, help="torch CPU threads (0 = all cores)")
 
     def key(self) -> str:
-        """What determines the trained model (not the output folder)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("out", "threads")}
+        """What determines the trained model (not the output folder); RECIPE counts changes to the
+        training texts."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("out", "threads")} | {"recipe": RECIPE}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -70,6 +73,15 @@ def greedy_accuracy(model, tokenizer, problems, grader: Grader) -> tuple[float, 
         by_level.setdefault(p.level, []).append(g.correct)
     acc = sum(g.correct for g in grades) / len(grades)
     return acc, {lv: sum(v) / len(v) for lv, v in sorted(by_level.items())}
+
+
+def training_text(problem: str, rng: random.Random, check_share: float) -> tuple[str, str]:
+    """(prompt, completion) of one training sequence: the solution, or (with probability
+    check_share) a check of a given answer on request."""
+    question, completion = problem, None
+    if rng.random() < check_share:
+        question, completion = arith.check_exercise(problem, rng)
+    return render_prompt(messages_for(question, PLAIN), PLAIN), completion or arith.solution(problem)
 
 
 def level_batches(problems: list, batch_size: int, seed: int) -> list[list]:
@@ -110,7 +122,7 @@ def train_base(cfg: BaseConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tiny = TinyModelConfig(str(model_dir), hidden_size=cfg.hidden_size, layers=cfg.layers, heads=cfg.heads,
-                           intermediate_size=cfg.intermediate_size, max_positions=512, seed=cfg.seed)
+                           intermediate_size=cfg.intermediate_size, max_positions=2048, seed=cfg.seed)
     model, tokenizer = build_tiny_model(tiny)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     n_train = (cfg.max_steps + len(arith.LEVELS)) * cfg.batch_size  # one spare batch per level: ≥ max_steps batches
@@ -131,8 +143,8 @@ def train_base(cfg: BaseConfig) -> Path:
     start = time.monotonic()
     with Grader(workers=1) as grader:
         while step < cfg.max_steps and not reached:
-            batch = collate([encode(tokenizer, render_prompt(messages_for(p.problem, PLAIN), PLAIN), arith.solution(p.problem))
-                             for p in batches[step]], tokenizer.pad_token_id)
+            batch = collate([encode(tokenizer, *training_text(p.problem, random.Random(f"{cfg.seed}|{step}|{i}"), cfg.check_share))
+                             for i, p in enumerate(batches[step])], tokenizer.pad_token_id)
             logp = token_logprobs(model, batch)  # [B, T-1]
             mask = batch["loss_mask"][:, 1:]  # [B, T-1]
             loss = -(logp * mask).sum() / mask.sum()  # masked mean NLL over solution tokens

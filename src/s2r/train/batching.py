@@ -34,3 +34,19 @@ def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """log π(x_t | x_<t) for every position t ≥ 1, shape [B, T-1] (aligned with loss_mask[:, 1:])."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # [B, T-1, V]
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+
+
+def encode_spans(tokenizer, prompt: str, completion: str, spans, add_eos: bool = True) -> tuple[list[int], list[int]]:
+    """(ids, loss mask) of prompt + completion (+ EOS), the mask 1 on completion tokens whose last
+    character lies in one of the character `spans` of the completion, and on the closing EOS.
+
+    prompt "Q:", completion "abcd", spans [(1, 2), (3, 4)]
+      -> tokens [Q, :, a, b, c, d, <eos>], mask [0, 0, 0, 1, 0, 1, 1]  (pinned in tests)
+    """
+    p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(end > start and any(s <= end - 1 < e for s, e in spans)) for start, end in enc["offset_mapping"]]
+    ids = list(enc["input_ids"])
+    if add_eos:
+        ids, mask = ids + [tokenizer.eos_token_id], mask + [1]
+    return p + ids, [0] * len(p) + mask

@@ -1,0 +1,1 @@
+"""Behaviour-initialisation data (METHOD.md §2): sample → verify → build."""

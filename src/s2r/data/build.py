@@ -1,0 +1,101 @@
+"""`s2r build`: behaviour-initialisation SFT records from verified answers (METHOD.md §2, steps 3–4).
+
+Per problem: keep the verifications that agree with the grader; draw one verified-correct attempt
+and m distinct verified-wrong answers, where m grows with the problem's difficulty (its number of
+wrong samples w among K, `max_wrong[w]`, limited by the wrong answers available); render
+
+    [wrong attempt, "incorrect" verification]^m + [correct attempt, "correct" verification]
+
+Problems without a verified-correct attempt are dropped, and each problem is kept with probability
+`keep[w]`. Draws are seeded per problem, so `--kind plain` (the correct attempt alone: the paper's
+"original-solution SFT" control) picks the same problems and the same correct attempts.
+
+Each record carries the `completion` text and the character `spans` to train (`s2r sft` adds the
+closing EOS): every verification with its marker, and the final attempt with its retry marker —
+never a wrong attempt. For the three-attempt trajectory in tests/test_build.py:
+
+    A1 ⟦\\n\\nWait, let me recheck my solution.\\nV1⟧ ⟦\\n\\nLet me try again.\\nA2 ...⟧ — only ⟦…⟧ trained.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass
+
+from s2r.config import arg
+from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat, parse, render
+from s2r.jsonl import read_jsonl, write_jsonl_atomic
+
+KINDS = ("s2r", "plain")
+
+
+@dataclass
+class BuildConfig(MarkerFields):
+    verified: str = arg(help="verified JSONL (from `s2r verify`)", positional=True)
+    out: str = arg(help="SFT records JSONL to write")
+    kind: str = arg("s2r", help="s2r (self-verify / self-correct trajectories) or plain (the correct attempt only)")
+    max_wrong: list[int] = arg([0, 1, 2, 2, 3, 3], help="most wrong attempts per trajectory, by the number of wrong samples w (index w; the last entry covers more)")
+    keep: list[float] = arg([1.0], help="probability to keep a problem, by w (index w; the last entry covers more)")
+    seed: int = arg(0, help="seed of the draws")
+
+
+def trained_spans(text: str, fmt: TrajectoryFormat) -> list[tuple[int, int]]:
+    """Character spans to train in a rendered trajectory: every verification and the final attempt."""
+    actions = parse(text, fmt).actions
+    last_solve = max(i for i, a in enumerate(actions) if a.kind == SOLVE)
+    return [(a.start, a.end) for i, a in enumerate(actions) if a.kind == VERIFY or i == last_solve]
+
+
+def _at(values: list, w: int):
+    return values[min(w, len(values) - 1)]
+
+
+def build_record(group: list[dict], cfg: BuildConfig) -> dict | str:
+    """The SFT record of one problem's verified answers, or why it is dropped."""
+    first = group[0]
+    rng = random.Random(f"{cfg.seed}|{first['benchmark']}|{first['id']}")
+    correct = [r for r in group if r["grade"] == CORRECT and r["agrees"]]
+    wrong = [r for r in group if r["grade"] == "incorrect" and r["agrees"]]
+    w = first["wrong"]
+    if rng.random() >= _at(cfg.keep, w):
+        return "dropped by keep"
+    if not correct:
+        return "no verified-correct attempt"
+    chosen = rng.choice(correct)
+    wrongs = rng.sample(wrong, min(_at(cfg.max_wrong, w), len(wrong)))
+    fields = {k: first.get(k) for k in ("benchmark", "id", "problem", "gold", "level", "subject")}
+    if cfg.kind == "plain":
+        return {**fields, "kind": "plain", "completion": chosen["solution"], "spans": [[0, len(chosen["solution"])]],
+                "wrong_attempts": 0}
+    text = render([r["solution"] for r in wrongs + [chosen]], [r["verification"] for r in wrongs + [chosen]], cfg.fmt)
+    parsed = parse(text, cfg.fmt)
+    if len(parsed.actions) != 2 * (len(wrongs) + 1) or not parsed.alternates:
+        return "a text contains a marker line"
+    return {**fields, "kind": "s2r", "completion": text, "spans": [list(s) for s in trained_spans(text, cfg.fmt)],
+            "wrong_attempts": len(wrongs)}
+
+
+def run_build(cfg: BuildConfig) -> list[dict]:
+    if cfg.kind not in KINDS:
+        raise ValueError(f"kind must be s2r or plain, not {cfg.kind!r}")
+    groups: dict[tuple, list[dict]] = {}
+    for r in read_jsonl(cfg.verified):
+        groups.setdefault((r["benchmark"], str(r["id"])), []).append(r)
+    records, dropped = [], Counter()
+    for group in groups.values():
+        result = build_record(group, cfg)
+        if isinstance(result, str):
+            dropped[result] += 1
+        else:
+            records.append(result)
+    write_jsonl_atomic(cfg.out, records)
+    print(f"{len(groups)} problems -> {len(records)} {cfg.kind} records"
+          + "".join(f"; {n} {why}" for why, n in dropped.items()))
+    shapes = Counter(r["wrong_attempts"] for r in records)
+    for m in sorted(shapes):
+        shape = " + ".join(["wrong·incorrect"] * m + ["correct·correct"])
+        print(f"  {shapes[m]:>6}  {shape:<70} {'█' * round(40 * shapes[m] / len(records))}")
+    print(f"wrote {cfg.out}", file=sys.stderr)
+    return records

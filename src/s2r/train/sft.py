@@ -1,0 +1,344 @@
+"""`s2r sft`: supervised fine-tuning on span-masked records, with a KL penalty to the frozen start.
+
+    loss = Σ_t m_t NLL_t / n + λ · Σ_t m_t KL_t(π_θ ‖ π_ref) / n        (METHOD.md §2, step 5)
+
+m_t = 1 on the trained character spans of each record (`s2r build`) and the closing EOS; n = the
+number of trained tokens in the whole optimiser batch, so gradient accumulation over uneven
+micro-batches and data parallelism give the gradient of one big batch (tests/test_sft.py).
+
+Full fine-tuning or LoRA (peft; the reference is then the model with its adapters switched off, so
+no second copy is kept). One process, or several under `torchrun` / `accelerate launch` (DDP: nccl on
+GPUs, gloo on CPUs). Checkpoints (`ckpt.pt`: trainable weights, optimiser, step, RNG) every
+`ckpt_every` steps give an exact resume: the data order is a function of the seed and the epoch.
+Logs every step to `log.jsonl` and TensorBoard (`tb/`). The result is a `save_pretrained` folder,
+`OUT/model` (LoRA adapters merged; the adapter alone in `OUT/adapter`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from s2r.config import arg
+from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from s2r.prompts import DEFAULT_SYSTEM, PromptConfig, messages_for, render_prompt
+
+
+@dataclass
+class SFTConfig:
+    data: str = arg(help="SFT records JSONL (from `s2r build`: problem, completion, spans)", positional=True)
+    model: str = arg(help="starting model folder (also the frozen KL reference)")
+    out: str = arg("runs/sft", help="output folder: model/, ckpt.pt, log.jsonl, tb/, sft.json")
+    epochs: int = arg(3, help="passes over the data")
+    batch_size: int = arg(32, help="sequences per optimiser step (all processes together)")
+    micro_batch_size: int = arg(8, help="sequences per forward pass and process (gradient accumulation)")
+    lr: float = arg(5e-6, help="peak learning rate (AdamW)")
+    warmup_ratio: float = arg(0.03, help="share of the steps with a linear warm-up")
+    min_lr_ratio: float = arg(0.0, help="the cosine schedule ends at lr × this")
+    weight_decay: float = arg(0.0, help="AdamW weight decay")
+    grad_clip: float = arg(1.0, help="clip the gradient norm to this (0 = off)")
+    kl_coef: float = arg(0.1, help="λ, weight of the KL to the starting model (0 = plain SFT, no reference)")
+    lora_rank: int = arg(0, help="LoRA rank (0 = full fine-tuning)")
+    lora_alpha: int = arg(16, help="LoRA alpha")
+    lora_dropout: float = arg(0.0, help="LoRA dropout")
+    lora_targets: list[str] = arg(["all-linear"], help="LoRA target modules")
+    bf16: str = arg("auto", help="bf16 autocast: auto (on GPUs that support it), on, off")
+    max_length: int = arg(4096, help="longer sequences (prompt + completion) are left out, with a count")
+    max_steps: int | None = arg(None, help="stop after this many steps (the schedule still spans all epochs)")
+    seed: int = arg(0, help="seed of the data order")
+    ckpt_every: int = arg(100, help="steps between checkpoints")
+    system: str = arg(DEFAULT_SYSTEM, help="system prompt ('' for none), as at inference")
+    template: str = arg("auto", help="prompt template: auto, chat, plain (as at inference)")
+    device: str = arg("auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda")
+    threads: int = arg(0, help="torch CPU threads per process (0 = cores / processes)")
+    tensorboard: bool = arg(True, help="also log to OUT/tb (needs the tensorboard package)")
+
+    def key(self, data_digest: str) -> str:
+        """What determines the trained weights (not where they go or how fast)."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("out", "max_steps", "ckpt_every", "device", "threads", "tensorboard")}
+        return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
+    """Linear warm-up over warmup_ratio · total steps, then cosine decay to lr · min_lr_ratio."""
+    warmup = max(1, round(cfg.warmup_ratio * total)) if cfg.warmup_ratio > 0 else 0
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batch_order(n: int, batch_size: int, epochs: int, seed: int) -> list[list[int]]:
+    """Record indices of every optimiser step: a seeded shuffle per epoch, cut into batches."""
+    steps = []
+    for epoch in range(epochs):
+        order = list(range(n))
+        random.Random(f"{seed}|{epoch}").shuffle(order)
+        steps += [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return steps
+
+
+def micro_batches(examples: list, rank: int, world: int, size: int) -> list[list]:
+    """This process's share of an optimiser batch (every world-th example), sorted by length to
+    pad little, in micro-batches of `size`."""
+    mine = sorted(examples[rank::world], key=lambda e: len(e[0]))
+    return [mine[i : i + size] for i in range(0, len(mine), size)]
+
+
+class Distributed:
+    """torch.distributed as set up by torchrun / accelerate launch (WORLD_SIZE, RANK, LOCAL_RANK)."""
+
+    def __init__(self, device: str):
+        import torch
+        import torch.distributed as dist
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available() and device != "cpu"
+        self.device = torch.device(f"cuda:{local}" if cuda and device == "auto" else device if device != "auto" else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        import torch
+        import torch.distributed as dist
+
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def encode_records(path: str, tokenizer, cfg: SFTConfig) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """(ids, loss mask) per record, and how many were longer than max_length (left out)."""
+    from s2r.train.batching import encode_spans
+
+    prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
+    examples, too_long = [], 0
+    for i, r in enumerate(read_jsonl(path), start=1):
+        missing = [k for k in ("problem", "completion", "spans") if k not in r]
+        if missing:
+            raise ValueError(f"{path}: record {i} lacks {', '.join(missing)} (expected the output of `s2r build`)")
+        prompt = render_prompt(messages_for(r["problem"], prompt_cfg), prompt_cfg, tokenizer)
+        ids, mask = encode_spans(tokenizer, prompt, r["completion"], [tuple(s) for s in r["spans"]])
+        if len(ids) > cfg.max_length:
+            too_long += 1
+            continue
+        examples.append((ids, mask))
+    if not examples:
+        raise ValueError(f"{path}: no record fits in max_length {cfg.max_length}")
+    return examples, too_long
+
+
+def load_models(cfg: SFTConfig, device):
+    """(trainable model, frozen reference or None, tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device)
+    ref = None
+    if cfg.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        targets = cfg.lora_targets[0] if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=targets, task_type="CAUSAL_LM"))
+    elif cfg.kl_coef > 0:
+        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device).eval()
+        ref.requires_grad_(False)
+    return model, ref, tokenizer
+
+
+def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: float, world: int = 1, weight: float = 1.0,
+               pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
+    """Forward and backward every micro-batch of one optimiser batch; gradients add up to those of
+    (Σ NLL + λ Σ KL) / n_tokens over the whole batch. Returns [Σ NLL, Σ KL] of this process.
+
+    ddp: the model as called for training (DDP-wrapped under several processes); model: unwrapped;
+    ref: frozen reference, or None (LoRA: `model` with adapters disabled; or no KL at all)."""
+    import torch
+
+    from s2r.train.batching import collate
+    from s2r.train.losses import kl_sft_sums
+
+    sums = [0.0, 0.0]
+    for j, mb in enumerate(micros):
+        t = {k: v.to(device) for k, v in collate(mb, pad_id).items()}
+        sync = j == len(micros) - 1 or world == 1
+        with (contextlib.nullcontext() if sync else ddp.no_sync()), (autocast or contextlib.nullcontext()):
+            logits = ddp(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, :-1]  # [b, T-1, V]
+            ref_logits = None
+            if kl_coef > 0:
+                with torch.no_grad():
+                    if ref is not None:
+                        ref_logits = ref(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, :-1]
+                    else:  # LoRA: the reference is the model without its adapters
+                        with model.disable_adapter():
+                            ref_logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, :-1]
+            mask = t["loss_mask"][:, 1:] * weight  # [b, T-1]
+            nll_sum, kl_sum = kl_sft_sums(logits, ref_logits, t["input_ids"][:, 1:], mask)
+            # DDP averages gradients over processes: × world makes the result Σ over the batch / n_tokens
+            ((nll_sum + kl_coef * kl_sum) * world / n_tokens).backward()
+        sums[0] += nll_sum.item()
+        sums[1] += kl_sum.item()
+    return sums
+
+
+def run_sft(cfg: SFTConfig) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    if cfg.bf16 not in ("auto", "on", "off"):
+        raise ValueError(f"bf16 must be auto, on or off, not {cfg.bf16!r}")
+    dist_ = Distributed(cfg.device)
+    try:
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+        out = Path(cfg.out)
+        data_digest = hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest()
+        key = cfg.key(data_digest)
+        info_path, ckpt_path, log_path = out / "sft.json", out / "ckpt.pt", out / "log.jsonl"
+        if info_path.exists() and json.loads(info_path.read_text()).get("key") == key and json.loads(info_path.read_text()).get("finished"):
+            if dist_.main:
+                print(f"reusing the fine-tuned model in {out / 'model'} (same data and settings)", file=sys.stderr)
+            return out / "model"
+        torch.manual_seed(cfg.seed)
+        model, ref, tokenizer = load_models(cfg, dist_.device)
+        examples, too_long = encode_records(cfg.data, tokenizer, cfg)
+        if too_long and dist_.main:
+            print(f"warning: {too_long} records longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
+        steps = batch_order(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
+        last = min(len(steps), cfg.max_steps or len(steps))
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        step, log = 0, []
+        if ckpt_path.exists():
+            state = torch.load(ckpt_path, weights_only=False, map_location=dist_.device)
+            if state["key"] == key:
+                model.load_state_dict(state["trainable"], strict=False)
+                opt.load_state_dict(state["opt"])
+                torch.set_rng_state(state["rng"])
+                step = state["step"]
+                log = [r for r in read_jsonl(log_path, allow_torn_tail=True)][:step] if log_path.exists() else []
+                if dist_.main:
+                    print(f"resuming SFT at step {step} of {len(steps)}", file=sys.stderr)
+        trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
+        ddp = model
+        if dist_.world > 1:
+            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
+        use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and dist_.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        autocast = torch.autocast(dist_.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        writer = make_writer(out / "tb") if cfg.tensorboard and dist_.main else None
+        log_file = None
+        if dist_.main:
+            write_jsonl_atomic(log_path, log)  # drop lines past the checkpoint of a killed run
+            log_file = log_path.open("a", encoding="utf-8")
+        bar = tqdm(total=last, initial=step, desc="sft", unit="step", file=sys.stderr, disable=None if dist_.main else True)
+        model.train()
+        start = time.monotonic()
+        while step < last:
+            batch = [examples[i] for i in steps[step]]
+            n_tokens = sum(sum(m[1:]) for _, m in batch)  # trained (predicted) tokens of the whole batch
+            micros = micro_batches(batch, dist_.rank, dist_.world, cfg.micro_batch_size)
+            weight = 1.0
+            if not micros:  # fewer examples than processes: take part in the all-reduce with zero weight
+                micros, weight = [batch[:1]], 0.0
+            lr = lr_at(step, len(steps), cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            nll_sum, kl_sum = dist_.sum(accumulate(ddp, model, ref, micros, n_tokens, cfg.kl_coef, dist_.world, weight,
+                                                   tokenizer.pad_token_id, dist_.device, autocast))
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")).item()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            record = {"step": step, "epoch": (step - 1) * cfg.batch_size // len(examples),
+                      "train/loss": (nll_sum + cfg.kl_coef * kl_sum) / n_tokens, "train/nll": nll_sum / n_tokens,
+                      "train/kl": kl_sum / n_tokens, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
+                      "seconds": time.monotonic() - start}
+            log.append(record)
+            if dist_.main:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['train/loss']:.3f}", kl=f"{record['train/kl']:.4f}")
+                if writer:
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, step)
+                if step % cfg.ckpt_every == 0 or step == last:
+                    save_checkpoint(ckpt_path, key, step, opt,
+                                    {n: p.detach().cpu() for n, p in model.named_parameters() if n in trainable_names})
+        bar.close()
+        if writer:
+            writer.close()
+        if log_file:
+            log_file.close()
+        if dist_.main:
+            save_model(model, tokenizer, cfg, out)
+            write_json_atomic(info_path, {"key": key, "finished": step == len(steps), "steps": step, "total_steps": len(steps),
+                                          "examples": len(examples), "left_out_too_long": too_long, "config": asdict(cfg),
+                                          "last": log[-1] if log else None})
+            print(f"wrote {out / 'model'} after {step} steps", file=sys.stderr)
+        dist_.barrier()
+        return out / "model"
+    finally:
+        dist_.close()
+
+
+def make_writer(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("tensorboard is not installed: logging to log.jsonl only", file=sys.stderr)
+        return None
+    return SummaryWriter(str(path))
+
+
+def save_checkpoint(ckpt_path: Path, key: str, step: int, opt, trainable: dict) -> None:
+    import torch
+
+    tmp = ckpt_path.with_suffix(".tmp")
+    torch.save({"key": key, "step": step, "trainable": trainable, "opt": opt.state_dict(), "rng": torch.get_rng_state()}, tmp)
+    tmp.replace(ckpt_path)
+
+
+def save_model(model, tokenizer, cfg: SFTConfig, out: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if cfg.lora_rank:
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
