@@ -13,6 +13,7 @@ Unknown YAML keys and wrong types are errors. Field help is the documentation (`
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import types
 import typing
@@ -133,3 +134,9 @@ def from_args(cls: type[T], ns: argparse.Namespace) -> T:
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def cache_root(override: str | None = None) -> Path:
+    """Where trained models and verifications are kept for reuse: `override`, else $S2R_CACHE, else
+    ~/.cache/s2r."""
+    return Path(override or os.environ.get("S2R_CACHE") or Path.home() / ".cache" / "s2r")

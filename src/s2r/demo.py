@@ -16,14 +16,13 @@ Rows so far:
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 
-from s2r.config import arg
+from s2r.config import arg, cache_root
 from s2r.evaluate import solve_resumable
 from s2r.jsonl import write_atomic, write_json_atomic
 from s2r.metrics import compute_metrics
@@ -49,22 +48,18 @@ class DemoConfig:
     votes: int = arg(4, help="base-majority: samples per vote")
     bi_problems: int = arg(1000, help="BI: training problems to sample from (--quick 300)")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
-    sft_epochs: int = arg(6, help="BI and plain SFT: epochs")
-    sft_lr: float = arg(5e-4, help="BI and plain SFT: peak learning rate")
+    sft_epochs: int = arg(4, help="BI and plain SFT: epochs")
+    sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
     sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
-
-
-def cache_dir(cfg: DemoConfig) -> Path:
-    return Path(cfg.cache or os.environ.get("S2R_CACHE") or Path.home() / ".cache" / "s2r")
 
 
 def base_config(cfg: DemoConfig) -> BaseConfig:
     """The full base model; --quick trains a short one unless the full one is already cached."""
 
     def placed(base: BaseConfig) -> BaseConfig:
-        return replace(base, out=str(cache_dir(cfg) / f"base-{base.key()}"))
+        return replace(base, out=str(cache_root(cfg.cache) / f"base-{base.key()}"))
 
     full = placed(BaseConfig(seed=cfg.seed, target_acc=cfg.target_acc))
     if cfg.base_max_steps:

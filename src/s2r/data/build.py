@@ -95,7 +95,7 @@ def run_build(cfg: BuildConfig) -> list[dict]:
           + "".join(f"; {n} {why}" for why, n in dropped.items()))
     shapes = Counter(r["wrong_attempts"] for r in records)
     for m in sorted(shapes):
-        shape = " + ".join(["wrong·incorrect"] * m + ["correct·correct"])
+        shape = " + ".join(["wrong·incorrect"] * m + ["correct·correct"]) if cfg.kind == "s2r" else "correct attempt"
         print(f"  {shapes[m]:>6}  {shape:<70} {'█' * round(40 * shapes[m] / len(records))}")
     print(f"wrote {cfg.out}", file=sys.stderr)
     return records

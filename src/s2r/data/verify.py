@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from s2r.config import arg
+from s2r.config import arg, cache_root
 from s2r.evaluate import EndpointErrors
 from s2r.format import CORRECT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryFormat, parse, verdict_of
 from s2r.jsonl import ResumableJsonl, dumps, read_jsonl
@@ -138,10 +138,9 @@ def clean_verification(text: str, fmt: TrajectoryFormat) -> str:
     """A teacher's reply as a verification body: cut after its last verdict sentence; a reply that
     contains a marker line would break the trajectory, so its markers are dropped."""
     text = text.strip()
-    end = max(text.rfind(fmt.correct_sentence) + len(fmt.correct_sentence) * (fmt.correct_sentence in text),
-              text.rfind(fmt.incorrect_sentence) + len(fmt.incorrect_sentence) * (fmt.incorrect_sentence in text))
-    if end > 0:
-        text = text[:end]
+    ends = [text.rfind(s) + len(s) for s in (fmt.correct_sentence, fmt.incorrect_sentence) if s in text]
+    if ends:
+        text = text[: max(ends)]
     lines = [ln for ln in text.split("\n") if ln.strip() not in (fmt.verify_marker, fmt.retry_marker)]
     return "\n".join(lines).strip()
 
@@ -224,8 +223,7 @@ def run_verify(cfg: VerifyConfig) -> dict:
     fmt = cfg.fmt
     items = distinct_answers(list(read_jsonl(cfg.attempts)), fmt)
     teacher = make_teacher(cfg)
-    cache_path = cfg.cache or Path(os.environ.get("S2R_CACHE") or Path.home() / ".cache" / "s2r") / "verifications.jsonl"
-    cache = VerificationCache(cache_path)
+    cache = VerificationCache(cfg.cache or cache_root() / "verifications.jsonl")
     errors: list[str] = []
     try:
         with ResumableJsonl(cfg.out) as sink:

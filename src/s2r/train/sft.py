@@ -103,8 +103,9 @@ class Distributed:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = torch.cuda.is_available() and device != "cpu"
-        self.device = torch.device(f"cuda:{local}" if cuda and device == "auto" else device if device != "auto" else "cpu")
+        if device == "auto":
+            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
@@ -228,7 +229,8 @@ def run_sft(cfg: SFTConfig) -> Path:
         data_digest = hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest()
         key = cfg.key(data_digest)
         info_path, ckpt_path, log_path = out / "sft.json", out / "ckpt.pt", out / "log.jsonl"
-        if info_path.exists() and json.loads(info_path.read_text()).get("key") == key and json.loads(info_path.read_text()).get("finished"):
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        if info.get("key") == key and info.get("finished"):
             if dist_.main:
                 print(f"reusing the fine-tuned model in {out / 'model'} (same data and settings)", file=sys.stderr)
             return out / "model"
@@ -282,7 +284,7 @@ def run_sft(cfg: SFTConfig) -> Path:
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            record = {"step": step, "epoch": (step - 1) * cfg.batch_size // len(examples),
+            record = {"step": step, "epoch": (step - 1) // math.ceil(len(examples) / cfg.batch_size),
                       "train/loss": (nll_sum + cfg.kl_coef * kl_sum) / n_tokens, "train/nll": nll_sum / n_tokens,
                       "train/kl": kl_sum / n_tokens, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
                       "seconds": time.monotonic() - start}
