@@ -110,15 +110,16 @@ def test_confirmative_check_works_back_from_the_answer():
         assert right[-1] == arith.operands_of(p.problem)[0][0]  # lands on the first number
 
 
-def test_check_exercises_ask_for_a_check_half_of_them_of_a_wrong_answer():
+def test_check_exercises_show_a_solution_half_of_them_slipped():
     rng = random.Random(0)
     verdicts = []
     for p in arith.generate("train", 400, seed=0):
         question, completion = arith.check_exercise(p.problem, rng)
-        answer = question.removeprefix("Check the answer ").split(":")[0]
-        assert question.endswith(p.problem) and int(answer) >= 0
+        assert question.startswith(f"Check this solution. {p.problem}\n")
+        shown = parse(question.split("\n", 1)[1])
         assert completion.startswith(DEFAULT_FORMAT.verify_marker + "\n")
         verdict = parse("x\n\n" + completion).verdicts[0]
-        assert verdict == ("correct" if answer == p.gold else "incorrect")
+        assert verdict == ("correct" if shown.final_answer == p.gold else "incorrect")
+        assert f"Start from {shown.final_answer} and" in completion
         verdicts.append(verdict)
     assert 150 < verdicts.count("incorrect") < 250

@@ -146,18 +146,29 @@ def problem_solving_check(problem: str, answer: str, fmt: TrajectoryFormat = DEF
 VERIFIERS = {"confirmative": confirmative_check, "problem-solving": problem_solving_check}
 
 
-def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> tuple[str, str]:
-    """(question, answer text) of a check *on request*, for the base model's training mix: half the
-    time the right answer, else one off by 1..10. Like a pretrained LLM, the base model can then check
-    an answer when asked, in the words of the trajectory format; checking its own answers unprompted,
-    and retrying, is what behaviour initialisation adds.
-
-    "Check the answer 46: Compute 47 + 8 - 9."  ->  the verify marker line, then the confirmative
-    check of 46, verdict included."""
+def slipped_solution(problem: str, rng: random.Random) -> tuple[str, int]:
+    """(solution text, its answer): half the time the right solution, else one where a running total
+    slipped by 1..10 at a random step and the rest followed from it — the kind of mistake the base
+    model makes."""
     numbers, ops = operands_of(problem)
-    gold = running_totals(numbers, ops)[-1]
-    answer = gold
+    totals = running_totals(numbers, ops)
     if rng.random() < 0.5:
-        answer = gold + rng.choice([-1, 1]) * rng.randint(1, 10)
-        answer = answer if answer >= 0 else gold + rng.randint(1, 10)
-    return f"Check the answer {answer}: {problem}", f"{fmt.verify_marker}\n{confirmative_check(problem, str(answer), fmt)}"
+        j = rng.randrange(1, len(totals))
+        d = rng.choice([-1, 1]) * rng.randint(1, 10)
+        totals = totals[:j] + [max(0, t + d) for t in totals[j:]]
+    lines = [f"{a} {op} {n} = {t}" for a, op, n, t in zip(totals, ops, numbers[1:], totals[1:])]
+    return "\n".join(lines) + f"\nThe answer is \\boxed{{{totals[-1]}}}.", totals[-1]
+
+
+def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> tuple[str, str]:
+    """(question, answer text) of a check *on request*, for the base model's training mix: a shown
+    solution (`slipped_solution`) is checked by the verify marker line and the confirmative check of
+    its answer. Like a pretrained LLM, the base model can then check a solution when asked, in the
+    words of the trajectory format; checking its own answers unprompted, and retrying, is what
+    behaviour initialisation adds.
+
+    "Check this solution. Compute 47 + 8 - 9.\n47 + 8 = 55\n55 - 9 = 46\nThe answer is \\boxed{46}."
+      ->  "Wait, let me recheck my solution.\nStart from 46 and undo each step.\n..."
+    """
+    text, answer = slipped_solution(problem, rng)
+    return f"Check this solution. {problem}\n{text}", f"{fmt.verify_marker}\n{confirmative_check(problem, str(answer), fmt)}"

@@ -28,7 +28,7 @@ from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.tasks import arith
 
 PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
-RECIPE = 2  # 2: checks on request in the training mix; positions up to 2048
+RECIPE = 3  # 2: checks on request in the training mix, positions up to 2048; 3: the checks show a solution
 
 
 @dataclass
