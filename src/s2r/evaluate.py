@@ -15,13 +15,14 @@ from s2r.grader import Grader
 from s2r.jsonl import ResumableJsonl, write_atomic, write_json_atomic
 from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
+from s2r.models.http import HTTPFields
 from s2r.prompts import DEFAULT_REVIEW, DEFAULT_SYSTEM, PromptConfig
 from s2r.solve import STRATEGIES, Settings, solve_problems
 from s2r.tasks import load_problems
 
 
 @dataclass
-class SolveConfig(MarkerFields):
+class SolveConfig(MarkerFields, HTTPFields):
     out: str = arg(help="solve: trajectories JSONL to write; eval: output folder")
     data: list[str] = arg(["math500"], help="benchmarks (folder names, name:split) or JSONL files")
     model: str | None = arg(None, help="transformers: model folder; http: served model name (default: the first listed)")
@@ -39,12 +40,7 @@ class SolveConfig(MarkerFields):
     template: str = arg("auto", help="prompt template: auto (the tokenizer's chat template if any), chat, plain")
     review_prompt: str = arg(DEFAULT_REVIEW, help="intrinsic: the second user turn")
     data_dir: str | None = arg(None, help="benchmark data directory")
-    base_url: str = arg("http://127.0.0.1:8000/v1", help="http: server address")
-    api_key: str | None = arg(None, help="http: API key")
     tokenizer: str | None = arg(None, help="http: local tokenizer folder, to render its chat template")
-    concurrency: int = arg(8, help="http: requests in flight")
-    request_timeout: float = arg(120.0, help="http: seconds per request")
-    retries: int = arg(4, help="http: retries per request (exponential backoff)")
     batch_size: int = arg(32, help="transformers: prompts per generate() call")
     device: str = arg("auto", help="transformers: auto, cpu, cuda, cuda:1, ...")
     dtype: str = arg("auto", help="transformers: auto, float32, bfloat16, float16")

@@ -34,6 +34,7 @@ from s2r.format import CORRECT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryF
 from s2r.jsonl import ResumableJsonl, dumps, read_jsonl
 from s2r.metrics import answer_key
 from s2r.models.backend import SamplingParams
+from s2r.models.http import HTTPFields
 from s2r.tasks import arith
 
 CONFIRMATIVE_PROMPT = """\
@@ -68,21 +69,16 @@ PROMPTS = {"confirmative": CONFIRMATIVE_PROMPT, "problem-solving": PROBLEM_SOLVI
 
 
 @dataclass
-class VerifyConfig(MarkerFields):
+class VerifyConfig(MarkerFields, HTTPFields):
     attempts: str = arg(help="sampled attempts JSONL (from `s2r sample`)", positional=True)
     out: str = arg(help="verified JSONL to write: one record per distinct (problem, answer)")
     teacher: str = arg("arith", help="arith (the embedded task's programmatic verifier) or http (an LLM endpoint)")
     style: str = arg("confirmative", help="confirmative or problem-solving")
     prompt_file: str | None = arg(None, help="http: your own prompt ({problem}, {answer}, {solution}, {correct_sentence}, {incorrect_sentence})")
     cache: str | None = arg(None, help="verification cache JSONL (default $S2R_CACHE/verifications.jsonl or ~/.cache/s2r/...)")
-    base_url: str = arg("http://127.0.0.1:8000/v1", help="http: server address")
     model: str | None = arg(None, help="http: served model name (default: the first listed)")
-    api_key: str | None = arg(None, help="http: API key")
     max_tokens: int = arg(1024, help="http: tokens per verification")
     temperature: float = arg(0.0, help="http: sampling temperature")
-    concurrency: int = arg(8, help="http: requests in flight")
-    request_timeout: float = arg(120.0, help="http: seconds per request")
-    retries: int = arg(4, help="http: retries per request (exponential backoff)")
     chunk: int = arg(64, help="verifications between two flushes of the output")
 
 

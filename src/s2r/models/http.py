@@ -13,9 +13,23 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from dataclasses import dataclass
+
+from s2r.config import arg
 from s2r.models.backend import Completion, SamplingParams
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+@dataclass(kw_only=True)
+class HTTPFields:
+    """The endpoint settings as command-line fields, for commands that talk to a server."""
+
+    base_url: str = arg("http://127.0.0.1:8000/v1", help="http: server address")
+    api_key: str | None = arg(None, help="http: API key")
+    concurrency: int = arg(8, help="http: requests in flight")
+    request_timeout: float = arg(120.0, help="http: seconds per request")
+    retries: int = arg(4, help="http: retries per request (exponential backoff)")
 
 
 class HTTPBackend:
