@@ -67,21 +67,47 @@ def wrong_answers(gold: int, rng: random.Random) -> list[str]:
     return [str(gold + d) for d in (1, -1, 10, -10, rng.randint(2, 40))] + [str(rng.randint(0, 300)), "x", f"{gold}.5"]
 
 
-@pytest.mark.parametrize("style", sorted(arith.VERIFIERS))
-def test_verifiers_agree_with_the_grader(style):
-    """Thousands of (problem, answer) pairs: the verifier's verdict equals the grader's."""
-    verify = arith.VERIFIERS[style]
+def verifier_cases():
     rng = random.Random(0)
     pairs = []
     for p in arith.generate("train", 600, seed=1):
         pairs += [(p, p.gold), (p, "0" + p.gold), (p, p.gold + ".0")] + [(p, w) for w in wrong_answers(int(p.gold), rng)]
     with Grader(workers=2) as g:
         grades = g.grade_answers([(answer, p.gold) for p, answer in pairs])
-    verdicts = [verdict_of(verify(p.problem, answer)) for p, answer in pairs]
     assert len(pairs) > 5000
+    return pairs, grades
+
+
+def test_problem_solving_check_agrees_with_the_grader():
+    """Thousands of (problem, answer) pairs: the verdict equals the grader's."""
+    pairs, grades = verifier_cases()
+    verdicts = [verdict_of(arith.problem_solving_check(p.problem, answer)) for p, answer in pairs]
     mismatches = [(p.problem, a, v, gr.verdict) for (p, a), v, gr in zip(pairs, verdicts, grades)
                   if (v == "correct") != gr.correct]
     assert not mismatches, mismatches[:5]
+
+
+def test_confirmative_check_accepts_every_right_answer_and_rejects_a_wrong_last_digit():
+    """Its verdict is "correct" exactly when the answer is a whole number with the right last digit:
+    every right answer passes, every wrong one with another last digit fails, and off-by-10 slips
+    pass (the grader-agreement filter of `s2r build` drops those verifications)."""
+    pairs, grades = verifier_cases()
+    for (p, answer), gr in zip(pairs, grades):
+        verdict = verdict_of(arith.confirmative_check(p.problem, answer))
+        value = arith.as_int(answer)
+        expected = value is not None and abs(value) % 10 == int(p.gold) % 10
+        assert (verdict == "correct") == expected, (p.problem, answer)
+        if gr.correct:
+            assert verdict == "correct"
+
+
+def test_confirmative_check_follows_last_digits_only():
+    p = "Compute 47 + 8 - 19 + 6."
+    assert arith.confirmative_check(p, "43") == (
+        "Check the last digits.\n7 + 8 ends in 5\n5 - 9 ends in 6\n6 + 6 ends in 2\n"
+        "So the answer ends in 2, and 43 ends in 3.\nTherefore, the answer is incorrect.")
+    assert arith.confirmative_check(p, "42").endswith("and 42 ends in 2.\nTherefore, the answer is correct.")
+    assert arith.confirmative_check(p, "4.5") == "The answer 4.5 is not a whole number.\nTherefore, the answer is incorrect."
 
 
 def test_verification_texts_parse_in_a_trajectory():
@@ -94,22 +120,6 @@ def test_verification_texts_parse_in_a_trajectory():
         assert parsed.answers == [wrong, p.gold] and parsed.verdicts == ["incorrect", "correct"], style
 
 
-def test_confirmative_check_works_back_from_the_answer():
-    """It never re-solves: every value it computes for a wrong answer is the value it computes for
-    the right answer, shifted by the error (+ and − undo linearly)."""
-    import re
-
-    def values(text):
-        return [int(v) for v in re.findall(r"= (\d+)$", text, re.MULTILINE)]
-
-    for p in arith.generate("test", 200, seed=9):
-        error = 7
-        right = values(arith.confirmative_check(p.problem, p.gold))
-        wrong = values(arith.confirmative_check(p.problem, str(int(p.gold) + error)))
-        assert len(right) == len(arith.LEVELS[p.level]) and wrong == [v + error for v in right]
-        assert right[-1] == arith.operands_of(p.problem)[0][0]  # lands on the first number
-
-
 def test_check_exercises_show_a_solution_half_of_them_slipped():
     rng = random.Random(0)
     verdicts = []
@@ -119,7 +129,8 @@ def test_check_exercises_show_a_solution_half_of_them_slipped():
         shown = parse(question.split("\n", 1)[1])
         assert completion.startswith(DEFAULT_FORMAT.verify_marker + "\n")
         verdict = parse("x\n\n" + completion).verdicts[0]
-        assert verdict == ("correct" if shown.final_answer == p.gold else "incorrect")
-        assert f"Start from {shown.final_answer} and" in completion
+        same_digit = shown.final_answer[-1] == p.gold[-1]  # the check's verdict (a slip by 10 passes)
+        assert verdict == ("correct" if same_digit else "incorrect")
+        assert f"and {shown.final_answer} ends in" in completion
         verdicts.append(verdict)
     assert 150 < verdicts.count("incorrect") < 250

@@ -39,6 +39,9 @@ def test_stops_at_the_first_correct_verdict(grader):
     assert shape(r) == [("5", "correct", "correct")]
     assert r["text"] == r"\boxed{5}" + V + "5 checks out." + OK and not r["truncated"]
     assert len(backend.calls) == 1 and r["tokens"] == len(script) + 1  # every generated token counts
+    assert r["stopped"] is False  # it generated on past the verdict: RL must not train an EOS there
+    (r,), _, _ = run({"p": [r"\boxed{5}" + V + "yes." + OK]}, grader=grader)
+    assert r["stopped"] is True  # EOS right after the verdict
 
 
 def test_retries_after_incorrect_in_one_generation(grader):

@@ -21,6 +21,8 @@ from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig
 from s2r.serve import ServeConfig
 from s2r.train.base import BaseConfig
+from s2r.train.offline import OfflineConfig
+from s2r.train.rl import RLConfig
 from s2r.train.sft import SFTConfig
 
 
@@ -91,6 +93,8 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "verify": (VerifyConfig, _lazy("s2r.data.verify", "run_verify"), "BI data 2/3: a teacher verification per distinct (problem, answer)"),
     "build": (BuildConfig, _lazy("s2r.data.build", "run_build"), "BI data 3/3: assemble self-verify / self-correct SFT records"),
     "sft": (SFTConfig, _lazy("s2r.train.sft", "run_sft"), "fine-tune on SFT records (masked NLL + KL to the start model)"),
+    "rl": (RLConfig, _lazy("s2r.train.rl", "run_rl"), "online RL: outcome-level (ORL) or process-level (PRL) rewards"),
+    "offline": (OfflineConfig, _lazy("s2r.train.offline", "run_offline"), "offline RL on a fixed model's filtered rollouts"),
     "base": (BaseConfig, _lazy("s2r.train.base", "run_base"), "train the embedded task's tiny base model from scratch"),
     "demo": (DemoConfig, _lazy("s2r.demo", "run_demo"), "the whole method on the embedded task, on a CPU"),
 }

@@ -33,7 +33,8 @@ from s2r.tasks import arith
 from s2r.train.base import PLAIN, BaseConfig, is_trained, train_base
 
 TABLE = [("eval/acc_first", "acc first"), ("eval/acc_final", "acc final"), ("eval/i2c", "i2c"), ("eval/c2i", "c2i"),
-         ("verify/tpr", "tpr"), ("verify/tnr", "tnr"), ("eval/attempts_mean", "attempts"), ("eval/tokens_mean", "tokens")]
+         ("verify/tpr", "tpr"), ("verify/tnr", "tnr"), ("eval/cl", "cl"), ("eval/cs", "cs"), ("eval/rss", "rss"),
+         ("eval/attempts_mean", "attempts"), ("eval/tokens_mean", "tokens")]
 
 
 @dataclass
@@ -51,6 +52,11 @@ class DemoConfig:
     sft_epochs: int = arg(4, help="BI and plain SFT: epochs")
     sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
     sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
+    rl_iterations: int = arg(30, help="ORL and PRL: iterations (--quick 8)")
+    rl_prompts: int = arg(16, help="ORL and PRL: prompts per iteration (× 4 samples)")
+    rl_lr: float = arg(2e-4, help="ORL, PRL and offline: learning rate")
+    rl_kl: float = arg(0.01, help="ORL and PRL: β of the k1 KL to the bi model")
+    offline_problems: int = arg(300, help="offline: training problems (× 8 samples; --quick 100)")
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
 
@@ -94,6 +100,40 @@ def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dic
                                          batch_size=32, micro_batch_size=8, lr=cfg.sft_lr, warmup_ratio=0.05,
                                          min_lr_ratio=0.1, kl_coef=cfg.sft_kl, seed=cfg.seed, system="", template="plain"))
     return models
+
+
+def rl_stage(cfg: DemoConfig, bi_model: Path, out: Path) -> dict[str, Path]:
+    """ORL, PRL (online, from the bi model) and offline RL (on the bi model's filtered rollouts)."""
+    from s2r.train.offline import NoOfflineData, OfflineConfig, run_offline
+    from s2r.train.rl import RLConfig, run_rl
+
+    stage = out / "rl"
+    common = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
+                  seed=cfg.seed, system="", template="plain", micro_batch_size=16, generation_batch_size=cfg.batch_size)
+    online = dict(common, limit=5000, iterations=cfg.rl_iterations if not cfg.quick else min(cfg.rl_iterations, 8),
+                  prompts=cfg.rl_prompts, samples=4, updates=2, kl_coef=cfg.rl_kl)
+    models = {
+        "orl": run_rl(RLConfig(**online, level="outcome", out=str(stage / "orl"))),
+        "prl": run_rl(RLConfig(**online, level="process", out=str(stage / "prl"))),
+    }
+    n = cfg.offline_problems if not cfg.quick else min(cfg.offline_problems, 100)
+    try:
+        models["offline"] = run_offline(OfflineConfig(**common, limit=n, out=str(stage / "offline"), batch_size=16,
+                                                      kl_coef=0.05))
+    except NoOfflineData as e:
+        print(f"warning: the offline row is left out: {e}", file=sys.stderr)
+    return models
+
+
+def attempt_tokens(records: list[dict], tokenizer_dir: Path) -> float:
+    """Mean tokens of the first attempt of each trajectory (its solve action, marker-free)."""
+    from transformers import AutoTokenizer
+
+    from s2r.format import parse
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    firsts = [parse(r["text"]).attempts[0] if r["text"] else "" for r in records]
+    return sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in firsts) / max(1, len(firsts))
 
 
 def run_row(name: str, strategy: str, model_dir: Path, jobs, settings: Settings, out: Path, batch_size: int,
@@ -140,6 +180,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     if models:
         plan += [("plain-sft", "single", models["plain-sft"], greedy), ("bi", "s2r", models["bi"], s2r)]
     runs = {name: run_row(name, strategy, model, jobs, s, out, cfg.batch_size) for name, strategy, model, s in plan}
+    if models:
+        models.update(rl_stage(cfg, models["bi"], out))
+        for name in [n for n in ("orl", "prl", "offline") if n in models]:
+            runs[name] = run_row(name, "s2r", models[name], jobs, s2r, out, cfg.batch_size)
+        # Same compute: the prl model samples k single answers and votes, k from prl's tokens per problem
+        k = max(2, round(compute_metrics(runs["prl"])["overall"]["eval/tokens_mean"] / attempt_tokens(runs["prl"], models["prl"])))
+        runs[f"prl-majority{k}"] = run_row(f"prl-majority{k}", "majority", models["prl"], jobs, replace(sampled, votes=k),
+                                           out, cfg.batch_size)
     rows = [{"name": name, "metrics": compute_metrics(records)["overall"]} for name, records in runs.items()]
     result = {"seed": cfg.seed, "test_problems": n_test, "base_model": str(base_dir), "rows": rows}
     write_json_atomic(out / "results.json", result)

@@ -163,18 +163,19 @@ def render_report(title: str, runs: dict[str, list[dict]], meta: dict | None = N
     parts.append("".join(confusion_table(n, tables[n]) for n in verified)
                  or "<p class='meta'>No run verified its own answers.</p>")
     leveled = [n for n in names if "by_level" in metrics[n]]
-    if leveled:
+    if leveled:  # every run side by side: accuracy, and how attempts grow with difficulty
+        levels = sorted({lv for n in leveled for lv in metrics[n]["by_level"]}, key=lambda s: (len(s), s))
+
+        def by_level(key: str) -> dict[str, list]:
+            return {n: [metrics[n]["by_level"].get(lv, {}).get(key) for lv in levels] for n in leveled}
+
+        cats = [f"level {lv}" for lv in levels]
+        width = max(640, 60 + len(levels) * len(leveled) * 16, 60 + sum(24 + 7 * len(n) for n in leveled))  # bars, legend
         parts.append("<h2>By difficulty level</h2><div class='charts'>")
-        for n in leveled:
-            levels = list(metrics[n]["by_level"])
-            by = metrics[n]["by_level"]
-            parts.append(bar_chart([f"level {lv}" for lv in levels],
-                                   {"first": [by[lv]["eval/acc_first"] for lv in levels],
-                                    "final": [by[lv]["eval/acc_final"] for lv in levels]},
-                                   f"{n}: accuracy by level", y_max=1.0, width=480))
-            parts.append(bar_chart([f"level {lv}" for lv in levels],
-                                   {"attempts": [by[lv]["eval/attempts_mean"] for lv in levels]},
-                                   f"{n}: attempts per problem by level", percent=False, width=480))
+        parts.append(bar_chart(cats, by_level("eval/acc_final"), "Final-answer accuracy by level", y_max=1.0, width=width))
+        parts.append(bar_chart(cats, by_level("eval/acc_first"), "First-attempt accuracy by level", y_max=1.0, width=width))
+        parts.append(bar_chart(cats, by_level("eval/attempts_mean"), "Attempts per problem by level", percent=False, width=width))
+        parts.append(bar_chart(cats, by_level("eval/tokens_mean"), "Tokens per problem by level", percent=False, width=width))
         parts.append("</div>")
     parts.append("<h2>Every metric</h2>" + metrics_table(names, metrics))
     parts.append("<p class='meta'>Definitions: METRICS.md. Undefined ratios are shown as —.</p>")

@@ -10,7 +10,8 @@ and returns trajectory records in the schema of metrics.py.
   the rules of METHOD.md §1: the trajectory ends at the first "correct" verdict, or at the verdict
   of attempt `max_attempts`; after an "incorrect" verdict that the model follows with EOS, the loop
   writes the retry marker and lets it go on; a trajectory that runs out of its `max_tokens` budget
-  is marked truncated.
+  is marked truncated. Records say whether the model itself stopped (EOS) where the trajectory
+  ends (`stopped`), or generated on and was cut there: RL trains the EOS only in the first case.
 - single: one attempt (generation stops at the verify marker, so S²R models can be measured too).
 - majority: `votes` sampled attempts and a majority vote over their answers.
 - intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
@@ -90,7 +91,7 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
     prompts = render_all(backend, conversations, s)
     n = len(prompts)
     texts, tokens = [""] * n, [0] * n
-    truncated, errors = [False] * n, [None] * n
+    truncated, errors, stopped = [False] * n, [None] * n, [False] * n
     active = list(range(n))
     while active:
         # One round for every active trajectory; those with the same remaining budget share a call.
@@ -109,8 +110,10 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
                 continue
             texts[i] += c.text
             tokens[i] += c.num_tokens
+            full = len(texts[i])
             texts[i], ended = settle(texts[i], s.fmt, s.max_attempts)
-            if ended:
+            if ended:  # the model stopped right there, or generated on and was cut
+                stopped[i] = c.finish_reason == "stop" and len(texts[i]) == full
                 continue
             if c.finish_reason == "length" or tokens[i] >= s.max_tokens:
                 truncated[i] = True
@@ -120,7 +123,8 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
                 texts[i] += f"\n\n{s.fmt.retry_marker}\n"
                 still.append(i)
         active = still
-    return [Rollout(texts[i], attempts_of(texts[i], s.fmt), tokens[i], truncated[i], errors[i]) for i in range(n)]
+    return [Rollout(texts[i], attempts_of(texts[i], s.fmt), tokens[i], truncated[i], errors[i], {"stopped": stopped[i]})
+            for i in range(n)]
 
 
 # ----------------------------------------------------------------------------------- baselines

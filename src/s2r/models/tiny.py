@@ -2,14 +2,18 @@
 tokenizer, saved with `save_pretrained` so that transformers (and vLLM) load it like any checkpoint.
 
 The tokenizer is a Hugging Face fast tokenizer: one token per character (printable ASCII, newline,
-tab), plus <pad>, <bos>, <eos>, <unk>. Unknown characters map to <unk>. It is saved with a Llama
+tab), plus <pad>, <bos>, <eos>, <unk>, plus optional *phrases* that are one token each wherever they
+occur (the embedded task's fixed wording: its sequences get ~2.5× shorter, its digits stay single
+characters). Unknown characters map to <unk>. It is saved with a Llama
 config, not Qwen2: AutoTokenizer would load it next to a Qwen2 config as a Qwen2 tokenizer that drops
 spaces (DESIGN.md).
 """
 
 from __future__ import annotations
 
+import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,17 +38,24 @@ class TinyModelConfig:
     intermediate_size: int = arg(256, help="MLP width")
     max_positions: int = arg(2048, help="longest sequence (prompt + generation) in tokens")
     chat_template: bool = arg(False, help="give the tokenizer a chat template")
+    phrases: list[str] = arg([], help="strings that are one token each (longest match first)")
     seed: int = arg(0, help="initialisation seed")
 
 
-def char_tokenizer(chat_template: bool = False):
-    """A character-level PreTrainedTokenizerFast (offsets map each token to its one character)."""
+def char_tokenizer(chat_template: bool = False, phrases: Sequence[str] = ()):
+    """A character-level PreTrainedTokenizerFast (offsets map each token to its characters); each
+    of `phrases` is one token, matched longest first:
+
+        phrases [" + ", "}."]:  "4 + 5}."  ->  ["4", " + ", "5", "}."]
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARS)}
+    phrases = sorted(set(p for p in phrases if len(p) > 1), key=lambda p: (-len(p), p))
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARS + phrases)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    pattern = "".join(re.escape(p) + "|" for p in phrases) + r"[\s\S]"
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     tok.decoder = decoders.Fuse()
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
@@ -59,7 +70,7 @@ def build_tiny_model(cfg: TinyModelConfig):
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = char_tokenizer(cfg.chat_template)
+    tokenizer = char_tokenizer(cfg.chat_template, cfg.phrases)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,

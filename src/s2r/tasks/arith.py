@@ -11,12 +11,17 @@ running total stays ≥ 0. Levels 1–5 add steps and digits:
     5      5      2..9, two 10..19      Compute 47 + 8 - 19 + 6 - 13 + 5.
 
 The solution writes one running total per line and boxes the last; a tiny model trained from
-scratch learns the single steps fast but slips now and then, so accuracy falls with the number of
-steps. Checking is easier than solving in the way that matters here: the *confirmative* check starts
-from the claimed answer and undoes the operations in reverse, which must land exactly on the first
-number — a slip almost never lands there by accident, so a wrong answer is caught even by an
-imperfect checker. The *problem-solving* check re-derives the answer and compares, repeating the
-solver's own mistakes.
+scratch learns the single steps fast but slips now and then (mostly at the teen operands of levels 4
+and 5), so accuracy falls with the number of steps.
+
+The *confirmative* check is easier than solving, which is what self-verification needs: it follows
+only the last digits (one-digit sums and differences, no carries) and compares the result with the
+claimed answer's last digit. It never re-solves, so it does not repeat the solver's slips; it catches
+every slip that changes the last digit (87% of the seed-0 base model's wrong answers) and tells the
+retry which digit the answer must end in. An earlier check undid every step from the answer back to
+the first number: exact, but as hard as solving, so the tiny model rejected most of its own correct
+answers. The *problem-solving* check re-derives the answer and compares, repeating the solver's own
+mistakes.
 
 Splits are disjoint by construction: a problem belongs to train, val or test by a hash of its text
 and the task seed, so a test problem can never be generated for training.
@@ -117,20 +122,28 @@ def as_int(answer: str | None) -> int | None:
 
 
 def confirmative_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
-    """Undo the operations from `answer` back to the first number (no re-solving), then the verdict."""
+    """Follow the last digits from the first number through each step (no re-solving), compare
+    with the answer's last digit, then the verdict:
+
+        Compute 47 + 8 - 19 + 6., answer 43  ->  Check the last digits.
+                                                 7 + 8 ends in 5
+                                                 5 - 9 ends in 6
+                                                 6 + 6 ends in 2
+                                                 So the answer ends in 2, and 43 ends in 3.
+                                                 Therefore, the answer is incorrect.
+    """
     numbers, ops = operands_of(problem)
     value = as_int(answer)
     if value is None:
         return fmt.verification(f"The answer {answer} is not a whole number.", "incorrect")
-    lines = [f"Start from {value} and undo each step."]
-    for n, op in zip(reversed(numbers[1:]), reversed(ops)):
-        inverse = "-" if op == "+" else "+"
-        new = value - n if op == "+" else value + n
-        lines.append(f"{value} {inverse} {n} = {new}")
-        value = new
-    ok = value == numbers[0]
-    lines.append(f"{value} {'is' if ok else 'is not'} {numbers[0]}.")
-    return fmt.verification("\n".join(lines), "correct" if ok else "incorrect")
+    lines, digit = ["Check the last digits."], numbers[0] % 10
+    for n, op in zip(numbers[1:], ops):
+        new = (digit + n) % 10 if op == "+" else (digit - n) % 10
+        lines.append(f"{digit} {op} {n % 10} ends in {new}")
+        digit = new
+    claimed = abs(value) % 10
+    lines.append(f"So the answer ends in {digit}, and {value} ends in {claimed}.")
+    return fmt.verification("\n".join(lines), "correct" if claimed == digit else "incorrect")
 
 
 def problem_solving_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
@@ -144,6 +157,13 @@ def problem_solving_check(problem: str, answer: str, fmt: TrajectoryFormat = DEF
 
 
 VERIFIERS = {"confirmative": confirmative_check, "problem-solving": problem_solving_check}
+
+# The fixed wording of the task's texts, one token each in the base model's tokenizer (digits stay
+# single characters): sequences get ~2.5× shorter, so training and generation get that much faster.
+PHRASES = [DEFAULT_FORMAT.verify_marker, DEFAULT_FORMAT.retry_marker, DEFAULT_FORMAT.correct_sentence,
+           DEFAULT_FORMAT.incorrect_sentence, "Compute ", " + ", " - ", " = ", "The answer is \\boxed{", "}.",
+           "Check the last digits.", " ends in ", "So the answer ends in ", ", and ", "Check this solution. ",
+           "Solve it again.", " is not ", " is ", "The answer ", " is not a whole number."]
 
 
 def slipped_solution(problem: str, rng: random.Random) -> tuple[str, int]:
@@ -168,7 +188,7 @@ def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEF
     behaviour initialisation adds.
 
     "Check this solution. Compute 47 + 8 - 9.\n47 + 8 = 55\n55 - 9 = 46\nThe answer is \\boxed{46}."
-      ->  "Wait, let me recheck my solution.\nStart from 46 and undo each step.\n..."
+      ->  "Wait, let me recheck my solution.\nCheck the last digits.\n7 + 8 ends in 5\n..."
     """
     text, answer = slipped_solution(problem, rng)
     return f"Check this solution. {problem}\n{text}", f"{fmt.verify_marker}\n{confirmative_check(problem, str(answer), fmt)}"

@@ -28,7 +28,7 @@ from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.tasks import arith
 
 PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
-RECIPE = 3  # 2: checks on request in the training mix, positions up to 2048; 3: the checks show a solution
+RECIPE = 5  # 2: checks on request, 2048 positions; 3: they show a solution; 4: last-digit checks; 5: phrase tokens
 
 
 @dataclass
@@ -42,10 +42,10 @@ class BaseConfig:
     warmup: int = arg(50, help="linear warm-up steps")
     weight_decay: float = arg(0.01, help="AdamW weight decay")
     hidden_size: int = arg(128, help="model width")
-    layers: int = arg(3, help="transformer blocks")
+    layers: int = arg(4, help="transformer blocks")
     heads: int = arg(4, help="attention heads")
     intermediate_size: int = arg(512, help="MLP width")
-    check_share: float = arg(0.25, help="share of training sequences that are checks on request (arith.check_exercise)")
+    check_share: float = arg(0.4, help="share of training sequences that are checks on request (arith.check_exercise)")
     eval_every: int = arg(250, help="steps between validation accuracy checks")
     eval_every_near: int = arg(50, help="steps between checks once accuracy passes a quarter of the target")
     val_problems: int = arg(200, help="validation problems per check")
@@ -122,7 +122,7 @@ def train_base(cfg: BaseConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tiny = TinyModelConfig(str(model_dir), hidden_size=cfg.hidden_size, layers=cfg.layers, heads=cfg.heads,
-                           intermediate_size=cfg.intermediate_size, max_positions=2048, seed=cfg.seed)
+                           intermediate_size=cfg.intermediate_size, max_positions=2048, seed=cfg.seed, phrases=arith.PHRASES)
     model, tokenizer = build_tiny_model(tiny)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     n_train = (cfg.max_steps + len(arith.LEVELS)) * cfg.batch_size  # one spare batch per level: ≥ max_steps batches
@@ -173,6 +173,9 @@ def train_base(cfg: BaseConfig) -> Path:
                 tmp.replace(ckpt_path)
     bar.close()
     model.eval()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     write_json_atomic(info_path, {"key": cfg.key(), "config": asdict(cfg), "steps": step, "reached_target": reached,

@@ -50,3 +50,24 @@ def encode_spans(tokenizer, prompt: str, completion: str, spans, add_eos: bool =
     if add_eos:
         ids, mask = ids + [tokenizer.eos_token_id], mask + [1]
     return p + ids, [0] * len(p) + mask
+
+
+def encode_parts(tokenizer, prompt: str, completion: str, spans, add_eos: bool = True) -> tuple[list[int], list[int]]:
+    """(ids, part index per token) of prompt + completion (+ EOS) for RL: −1 on the prompt; i on the
+    completion tokens of character span i (the spans tile the completion; `format.token_spans`
+    decides straddling tokens); the closing EOS belongs to the last part (METHOD.md §3).
+
+    prompt "Q:", completion "abcd", spans [(0, 1), (1, 4)]
+      -> tokens [Q, :, a, b, c, d, <eos>], parts [-1, -1, 0, 1, 1, 1, 1]  (pinned in tests)
+    """
+    from s2r.format import token_spans
+
+    p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+    parts = [-1] * len(enc["input_ids"])
+    for i, (t0, t1) in enumerate(token_spans(enc["offset_mapping"], spans)):
+        parts[t0:t1] = [i] * (t1 - t0)
+    ids = list(enc["input_ids"])
+    if add_eos:
+        ids, parts = ids + [tokenizer.eos_token_id], parts + [len(spans) - 1]
+    return p + ids, [-1] * len(p) + parts

@@ -35,3 +35,45 @@ def kl_sft_loss(logits, ref_logits, targets, mask, kl_coef: float, n_tokens: flo
     n = mask.sum() if n_tokens is None else n_tokens
     nll_sum, kl_sum = kl_sft_sums(logits, ref_logits, targets, mask)
     return (nll_sum + kl_coef * kl_sum) / n, nll_sum / n, kl_sum / n
+
+
+# ----------------------------------------------------------------------------------- RL (METHOD.md §3)
+
+
+def k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k1_t = log π(y_t) − log π_ref(y_t), per sampled token (unbiased KL estimate; can be < 0)."""
+    return logp - ref_logp
+
+
+def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3_t = exp(log π_ref − log π) − (log π_ref − log π) − 1 ≥ 0 per sampled token (Schulman 2020)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+def part_sums(values: torch.Tensor, part_ids: torch.Tensor, n_parts: int) -> torch.Tensor:
+    """Σ over each part's tokens: values [B, T], part_ids [B, T] (−1 = not in any part) -> [n_parts]."""
+    keep = part_ids >= 0
+    return torch.zeros(n_parts, dtype=values.dtype, device=values.device).index_add(0, part_ids[keep], values[keep])
+
+
+def part_log_ratios(logp: torch.Tensor, old_logp: torch.Tensor, part_ids: torch.Tensor, n_parts: int) -> torch.Tensor:
+    """log ρ_p = mean over the part's tokens of (log π_θ − log π_old) -> [n_parts].
+
+    One part per rollout gives ORL's sequence-level ratio, one per action PRL's part-level ratio."""
+    counts = part_sums(torch.ones_like(logp), part_ids, n_parts).clamp(min=1)
+    return part_sums(logp - old_logp, part_ids, n_parts) / counts
+
+
+def clipped_surrogate(log_ratio: torch.Tensor, adv: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-part PPO loss, −min(ρ A, clip(ρ, 1 − ε, 1 + ε) A), ρ = exp(log_ratio).
+
+    ρ = 1.5, A = 1, ε = 0.2 -> −1.2;  ρ = 0.5, A = −1 -> 0.8;  ρ = 1, A = 2 -> −2."""
+    ratio = torch.exp(log_ratio)
+    return -torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
+
+
+def clipped_mask(log_ratio: torch.Tensor, adv: torch.Tensor, eps: float) -> torch.Tensor:
+    """True where the clipped term is the one taken (no gradient flows through that part)."""
+    ratio = torch.exp(log_ratio)
+    return ((ratio > 1 + eps) & (adv > 0)) | ((ratio < 1 - eps) & (adv < 0))

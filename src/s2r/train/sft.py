@@ -29,37 +29,31 @@ from pathlib import Path
 
 from s2r.config import arg
 from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
-from s2r.prompts import DEFAULT_SYSTEM, PromptConfig, messages_for, render_prompt
+from s2r.prompts import PromptConfig, messages_for, render_prompt
+from s2r.train.common import (
+    Distributed,
+    TrainFields,
+    load_models,
+    make_writer,
+    save_model,
+)
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(TrainFields):
     data: str = arg(help="SFT records JSONL (from `s2r build`: problem, completion, spans)", positional=True)
     model: str = arg(help="starting model folder (also the frozen KL reference)")
     out: str = arg("runs/sft", help="output folder: model/, ckpt.pt, log.jsonl, tb/, sft.json")
     epochs: int = arg(3, help="passes over the data")
     batch_size: int = arg(32, help="sequences per optimiser step (all processes together)")
-    micro_batch_size: int = arg(8, help="sequences per forward pass and process (gradient accumulation)")
     lr: float = arg(5e-6, help="peak learning rate (AdamW)")
     warmup_ratio: float = arg(0.03, help="share of the steps with a linear warm-up")
     min_lr_ratio: float = arg(0.0, help="the cosine schedule ends at lr × this")
-    weight_decay: float = arg(0.0, help="AdamW weight decay")
-    grad_clip: float = arg(1.0, help="clip the gradient norm to this (0 = off)")
     kl_coef: float = arg(0.1, help="λ, weight of the KL to the starting model (0 = plain SFT, no reference)")
-    lora_rank: int = arg(0, help="LoRA rank (0 = full fine-tuning)")
-    lora_alpha: int = arg(16, help="LoRA alpha")
-    lora_dropout: float = arg(0.0, help="LoRA dropout")
-    lora_targets: list[str] = arg(["all-linear"], help="LoRA target modules")
-    bf16: str = arg("auto", help="bf16 autocast: auto (on GPUs that support it), on, off")
     max_length: int = arg(4096, help="longer sequences (prompt + completion) are left out, with a count")
     max_steps: int | None = arg(None, help="stop after this many steps (the schedule still spans all epochs)")
     seed: int = arg(0, help="seed of the data order")
     ckpt_every: int = arg(100, help="steps between checkpoints")
-    system: str = arg(DEFAULT_SYSTEM, help="system prompt ('' for none), as at inference")
-    template: str = arg("auto", help="prompt template: auto, chat, plain (as at inference)")
-    device: str = arg("auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda")
-    threads: int = arg(0, help="torch CPU threads per process (0 = cores / processes)")
-    tensorboard: bool = arg(True, help="also log to OUT/tb (needs the tensorboard package)")
 
     def key(self, data_digest: str) -> str:
         """What determines the trained weights (not where they go or how fast)."""
@@ -93,51 +87,6 @@ def micro_batches(examples: list, rank: int, world: int, size: int) -> list[list
     return [mine[i : i + size] for i in range(0, len(mine), size)]
 
 
-class Distributed:
-    """torch.distributed as set up by torchrun / accelerate launch (WORLD_SIZE, RANK, LOCAL_RANK)."""
-
-    def __init__(self, device: str):
-        import torch
-        import torch.distributed as dist
-
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device == "auto":
-            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, values: list[float]) -> list[float]:
-        import torch
-        import torch.distributed as dist
-
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def barrier(self) -> None:
-        import torch.distributed as dist
-
-        if self.world > 1:
-            dist.barrier()
-
-    def close(self) -> None:
-        import torch.distributed as dist
-
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def encode_records(path: str, tokenizer, cfg: SFTConfig) -> tuple[list[tuple[list[int], list[int]]], int]:
     """(ids, loss mask) per record, and how many were longer than max_length (left out)."""
     from s2r.train.batching import encode_spans
@@ -157,28 +106,6 @@ def encode_records(path: str, tokenizer, cfg: SFTConfig) -> tuple[list[tuple[lis
     if not examples:
         raise ValueError(f"{path}: no record fits in max_length {cfg.max_length}")
     return examples, too_long
-
-
-def load_models(cfg: SFTConfig, device):
-    """(trainable model, frozen reference or None, tokenizer)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device)
-    ref = None
-    if cfg.lora_rank:
-        from peft import LoraConfig, get_peft_model
-
-        targets = cfg.lora_targets[0] if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                                 target_modules=targets, task_type="CAUSAL_LM"))
-    elif cfg.kl_coef > 0:
-        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device).eval()
-        ref.requires_grad_(False)
-    return model, ref, tokenizer
 
 
 def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: float, world: int = 1, weight: float = 1.0,
@@ -220,8 +147,6 @@ def run_sft(cfg: SFTConfig) -> Path:
     import torch
     from tqdm import tqdm
 
-    if cfg.bf16 not in ("auto", "on", "off"):
-        raise ValueError(f"bf16 must be auto, on or off, not {cfg.bf16!r}")
     dist_ = Distributed(cfg.device)
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
@@ -258,8 +183,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         ddp = model
         if dist_.world > 1:
             ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
-        use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and dist_.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        autocast = torch.autocast(dist_.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        autocast = cfg.autocast(dist_.device)
         writer = make_writer(out / "tb") if cfg.tensorboard and dist_.main else None
         log_file = None
         if dist_.main:
@@ -318,15 +242,6 @@ def run_sft(cfg: SFTConfig) -> Path:
         dist_.close()
 
 
-def make_writer(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        print("tensorboard is not installed: logging to log.jsonl only", file=sys.stderr)
-        return None
-    return SummaryWriter(str(path))
-
-
 def save_checkpoint(ckpt_path: Path, key: str, step: int, opt, trainable: dict) -> None:
     import torch
 
@@ -335,12 +250,3 @@ def save_checkpoint(ckpt_path: Path, key: str, step: int, opt, trainable: dict) 
     tmp.replace(ckpt_path)
 
 
-def save_model(model, tokenizer, cfg: SFTConfig, out: Path) -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    if cfg.lora_rank:
-        model.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")

@@ -1,0 +1,339 @@
+"""`s2r offline`: offline RL from a fixed model's rollouts (METHOD.md §3, offline).
+
+    1. sample N rollouts per prompt (default 8, temperature 0.8) with the `s2r` strategy from the
+       fixed model: OUT/rollouts.jsonl (resumable);
+    2. select (`select`, pure): keep prompts whose final-answer accuracy lies in the band (default
+       [0.1, 0.7]); drop rollouts whose actions do not alternate solve / verify or exceed the action
+       cap; cut positives (rollouts with a correct attempt) right after the first correct attempt that
+       was verified correct; keep at most as many negatives (no correct attempt) as positives per
+       prompt (seeded);
+    3. advantages with baselines computed over the whole dataset, grouped by reward context
+       (`--group-by context`) or by (accuracy bucket, action position) (`--group-by bucket`):
+       OUT/dataset.jsonl shows every kept rollout with its rewards and advantages;
+    4. one pass (or `epochs`) of the clipped per-part objective of `s2r rl`, with the fixed model as
+       the behaviour policy (π_old) and as the KL reference (a k3 term, β = 0.15: k1 folded into the
+       advantage would be 0, the behaviour and reference policies being the same model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from s2r.config import arg
+from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat
+from s2r.train.advantages import (
+    CONTEXTS,
+    Step,
+    bonus_weights,
+    context_stats,
+    outcome_reward,
+    process_rewards,
+)
+from s2r.train.common import TrainFields
+from s2r.train.rl import graded_actions
+
+GROUPINGS = ("context", "bucket")
+
+
+class NoOfflineData(ValueError):
+    """No rollout passed the selection."""
+
+
+@dataclass
+class OfflineConfig(TrainFields, MarkerFields):
+    model: str = arg(help="the fixed model: it samples the rollouts, and is the behaviour policy and KL reference", positional=True)
+    data: list[str] = arg(["arith:train"], help="problem sets: benchmarks (name, name:split) or JSONL files")
+    limit: int | None = arg(None, help="first N problems of each set")
+    data_dir: str | None = arg(None, help="benchmark data directory")
+    level: str = arg("process", help="outcome (one part per rollout) or process (one part per action)")
+    out: str = arg("runs/offline", help="output folder: rollouts.jsonl, dataset.jsonl, model/, log.jsonl, offline.json")
+    samples: int = arg(8, help="N, rollouts per prompt")
+    temperature: float = arg(0.8, help="sampling temperature")
+    max_tokens: int = arg(1024, help="token budget of a rollout")
+    max_attempts: int = arg(4, help="attempts per rollout at most")
+    band: list[float] = arg([0.1, 0.7], help="keep prompts whose final-answer accuracy lies in [low, high]")
+    max_actions: int = arg(10, help="drop rollouts with more actions than this")
+    group_by: str = arg("context", help="baselines over the dataset: by reward context, or by (accuracy bucket, position)")
+    context: str = arg("full", help=f"group_by context: {', '.join(CONTEXTS)}")
+    buckets: int = arg(5, help="group_by bucket: accuracy buckets of equal width")
+    verify_bonus: bool = arg(True, help="process: ×2 on the advantage of verifying a correct attempt")
+    flip_bonus: bool = arg(True, help="process: ×2 on the advantage of a re-solve that flips correctness")
+    epochs: int = arg(1, help="passes over the dataset")
+    batch_size: int = arg(32, help="rollouts per optimiser step (all processes together)")
+    lr: float = arg(1e-6, help="learning rate (AdamW, constant)")
+    clip_eps: float = arg(0.2, help="ε of the clipped surrogate")
+    kl_coef: float = arg(0.15, help="β of the k3 KL term to the fixed model")
+    generation_batch_size: int = arg(64, help="prompts per generate() call")
+    seed: int = arg(0, help="seed of sampling, negative balancing and the data order")
+    ckpt_every: int = arg(50, help="steps between checkpoints")
+
+    kl_estimator = "k3"  # for rl_accumulate: the KL is a loss term here (see the module docstring)
+
+    def check(self) -> None:
+        if self.level not in ("outcome", "process"):
+            raise ValueError(f"level must be outcome or process, not {self.level!r}")
+        if self.group_by not in GROUPINGS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}, not {self.group_by!r}")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, not {self.context!r}")
+        if len(self.band) != 2 or not 0 <= self.band[0] <= self.band[1] <= 1:
+            raise ValueError(f"band must be two accuracies low ≤ high in [0, 1], not {self.band}")
+
+
+# ----------------------------------------------------------------------------------- selection
+
+
+@dataclass
+class Kept:
+    """A selected rollout: its record, the text to train on, its actions and whether it was cut off."""
+
+    record: dict
+    text: str
+    steps: list[Step]
+    spans: list[tuple[int, int]]
+    truncated: bool
+    accuracy: float  # its prompt's final-answer accuracy
+    eos: bool  # train a closing EOS: where the model stopped, or where a positive was cut
+
+
+def cut_point(steps: list[Step]) -> int | None:
+    """Index of the verification that first calls a correct attempt correct (cut after it), or None.
+
+    [✗, "incorrect", ✓, "correct", ✓, "correct"] -> 3
+    """
+    for i in range(1, len(steps)):
+        if steps[i].kind == VERIFY and steps[i].verdict == CORRECT and steps[i - 1].kind == SOLVE and steps[i - 1].correct:
+            return i
+    return None
+
+
+def select(records: list[dict], band: tuple[float, float], max_actions: int, fmt: TrajectoryFormat,
+           seed: int) -> tuple[list[Kept], dict[str, int]]:
+    """The offline dataset (see the module docstring) and counts of what was left out and why."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["benchmark"], str(r["id"]))].append(r)
+    kept: list[Kept] = []
+    counts = {"prompts": len(groups), "prompts_with_grader_failures": 0, "prompts_outside_band": 0, "not_alternating": 0,
+              "too_many_actions": 0, "positives": 0, "negatives": 0, "negatives_dropped": 0}
+    for key, group in groups.items():
+        graded = {r["sample"]: graded_actions(r, fmt) for r in group}
+        if any(g is None for g in graded.values()):  # never scored: left out, counted
+            counts["prompts_with_grader_failures"] += 1
+            continue
+        acc = sum(r["attempts"][-1]["grade"] == "correct" for r in group) / len(group)
+        if not band[0] <= acc <= band[1]:
+            counts["prompts_outside_band"] += 1
+            continue
+        positives, negatives = [], []
+        for r in sorted(group, key=lambda r: r["sample"]):
+            actions, steps = graded[r["sample"]]
+            if not actions or not all(a.kind == (SOLVE if i % 2 == 0 else VERIFY) for i, a in enumerate(actions)):
+                counts["not_alternating"] += 1
+                continue
+            text, truncated = r["text"], bool(r["truncated"])
+            eos = r.get("stopped", not truncated)
+            if any(s.kind == SOLVE and s.correct for s in steps):
+                cut = cut_point(steps)
+                if cut is not None and cut < len(steps) - 1:  # later actions are dropped: it ends verified
+                    text, truncated, eos = text[: actions[cut].end], False, True
+                    actions, steps = actions[: cut + 1], steps[: cut + 1]
+                elif cut is not None:
+                    truncated = False  # it ended right there
+            if len(actions) > max_actions:  # counted after the cut: a long positive cut short stays
+                counts["too_many_actions"] += 1
+                continue
+            kept_one = Kept(r, text, steps, [(a.start, a.end) for a in actions], truncated, acc, eos)
+            (positives if any(s.kind == SOLVE and s.correct for s in steps) else negatives).append(kept_one)
+        rng = random.Random(f"{seed}|{key[0]}|{key[1]}")
+        if len(negatives) > len(positives):
+            counts["negatives_dropped"] += len(negatives) - len(positives)
+            negatives = sorted(rng.sample(negatives, len(positives)), key=lambda k: k.record["sample"])
+        counts["positives"] += len(positives)
+        counts["negatives"] += len(negatives)
+        kept += positives + negatives
+    return kept, counts
+
+
+# ----------------------------------------------------------------------------------- dataset baselines
+
+
+def group_keys(k: Kept, rewards: list[float], level: str, group_by: str, context: str, buckets: int) -> list[str]:
+    """The baseline group of each part: its reward context, or "b{bucket}@{position}"."""
+    if group_by == "bucket":
+        bucket = min(buckets - 1, int(k.accuracy * buckets))
+        return [f"b{bucket}@{i}" for i in range(len(rewards))]
+    if level == "outcome":
+        return [""]
+    return CONTEXTS[context](k.steps, rewards)
+
+
+def dataset_advantages(kept: list[Kept], level: str, group_by: str, context: str, buckets: int,
+                       verify_bonus: bool, flip_bonus: bool) -> tuple[list[list[float]], list[list[float]], dict]:
+    """(rewards per part, advantages per part, baselines) of every kept rollout, the baselines
+    being the mean reward of all the dataset's parts in the same group:
+        A(p) = w(p) · (r(p) − b(group(p)))     (w: the ×2 bonuses, process level only)."""
+    rewards = [[outcome_reward(k.steps, k.truncated)] if level == "outcome" else process_rewards(k.steps, k.truncated)
+               for k in kept]
+    keys = [group_keys(k, r, level, group_by, context, buckets) for k, r in zip(kept, rewards)]
+    stats = context_stats([x for ks in keys for x in ks], [x for r in rewards for x in r])
+    baselines = {key: s / n for key, (s, n) in stats.items()}
+    advantages = []
+    for k, r, ks in zip(kept, rewards, keys):
+        w = bonus_weights(k.steps, verify_bonus, flip_bonus) if level == "process" else [1.0]
+        advantages.append([wi * (ri - baselines[key]) for wi, ri, key in zip(w, r, ks)])
+    return rewards, advantages, baselines
+
+
+# ----------------------------------------------------------------------------------- the command
+
+
+def run_offline(cfg: OfflineConfig) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    from s2r.evaluate import benchmark_name, solve_resumable
+    from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+    from s2r.models.backend import SamplingParams
+    from s2r.models.hf import TransformersBackend
+    from s2r.prompts import PromptConfig, messages_for, render_prompt
+    from s2r.solve import Settings
+    from s2r.tasks import load_problems
+    from s2r.train.batching import encode_parts
+    from s2r.train.common import Distributed, load_models, make_writer, save_model
+    from s2r.train.rl import Rollout, rl_accumulate, score_tokens
+
+    cfg.check()
+    out = Path(cfg.out)
+    problems = [(benchmark_name(d), p) for d in cfg.data for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit)]
+    if not problems:
+        raise ValueError(f"no problems in {', '.join(cfg.data)}")
+    dist_ = Distributed(cfg.device)
+    try:
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+        prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
+        # 1. rollouts (process 0 samples; the others wait)
+        rollouts_path = out / "rollouts.jsonl"
+        if dist_.main:
+            settings = Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, prompt=prompt_cfg,
+                                params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed))
+            jobs = [(b, p, k) for b, p in problems for k in range(cfg.samples)]
+            solve_resumable(rollouts_path, jobs, "s2r", settings, desc="offline rollouts", chunk=cfg.generation_batch_size,
+                            backend_factory=lambda: TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.generation_batch_size,
+                                                                                        device=str(dist_.device)))
+        dist_.barrier()
+        records = list(read_jsonl(rollouts_path))
+        # 2-3. selection and advantages
+        kept, counts = select(records, (cfg.band[0], cfg.band[1]), cfg.max_actions, cfg.fmt, cfg.seed)
+        rewards, advantages, baselines = dataset_advantages(kept, cfg.level, cfg.group_by, cfg.context, cfg.buckets,
+                                                            cfg.verify_bonus, cfg.flip_bonus)
+        if dist_.main:
+            print("offline data: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()), file=sys.stderr)
+            write_jsonl_atomic(out / "dataset.jsonl", [
+                {"benchmark": k.record["benchmark"], "id": k.record["id"], "sample": k.record["sample"], "text": k.text,
+                 "truncated": k.truncated, "eos": k.eos, "accuracy": k.accuracy, "rewards": r, "advantages": a}
+                for k, r, a in zip(kept, rewards, advantages)])
+        if not kept:
+            raise NoOfflineData(f"no rollout passed the selection ({counts}); widen --band or sample more")
+        key = hashlib.sha256(json.dumps([{k: v for k, v in asdict(cfg).items() if k not in ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size")},
+                                         hashlib.sha256(rollouts_path.read_bytes()).hexdigest()], sort_keys=True).encode()).hexdigest()[:16]
+        info_path, ckpt_path, log_path = out / "offline.json", out / "ckpt.pt", out / "log.jsonl"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        if info.get("key") == key and info.get("finished"):
+            if dist_.main:
+                print(f"reusing the offline-RL model in {out / 'model'} (same data and settings)", file=sys.stderr)
+            return out / "model"
+        # 4. training
+        torch.manual_seed(cfg.seed)
+        model, ref, tokenizer = load_models(cfg, dist_.device)
+        by_id = {(b, str(p.id)): p for b, p in problems}
+        data = []
+        for k, adv in zip(kept, advantages):
+            p = by_id[(k.record["benchmark"], str(k.record["id"]))]
+            prompt = render_prompt(messages_for(p.problem, prompt_cfg), prompt_cfg, tokenizer)
+            spans = [(0, len(k.text))] if cfg.level == "outcome" else k.spans
+            ids, parts = encode_parts(tokenizer, prompt, k.text, spans, add_eos=k.eos)
+            data.append(Rollout(ids, parts, adv))
+        score_tokens(model, ref, data, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device))
+        steps = []
+        for epoch in range(cfg.epochs):
+            order = list(range(len(data)))
+            random.Random(f"{cfg.seed}|{epoch}").shuffle(order)
+            steps += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        step, log = 0, []
+        if ckpt_path.exists():
+            ck = torch.load(ckpt_path, weights_only=False, map_location=dist_.device)
+            if ck["key"] == key:
+                model.load_state_dict(ck["trainable"], strict=False)
+                opt.load_state_dict(ck["opt"])
+                step = ck["step"]
+                log = list(read_jsonl(log_path, allow_torn_tail=True))[:step] if log_path.exists() else []
+        trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
+        ddp = model
+        if dist_.world > 1:
+            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
+        writer = make_writer(out / "tb") if cfg.tensorboard and dist_.main else None
+        log_file = None
+        if dist_.main:
+            write_jsonl_atomic(log_path, log)
+            log_file = log_path.open("a", encoding="utf-8")
+        bar = tqdm(total=len(steps), initial=step, desc=f"offline ({cfg.level})", unit="step", file=sys.stderr,
+                   disable=None if dist_.main else True)
+        start = time.monotonic()
+        model.train()
+        while step < len(steps):
+            batch = [data[i] for i in steps[step]]
+            n_parts = sum(len(r.adv) for r in batch)
+            n_tokens = sum(sum(p >= 0 for p in r.parts[1:]) for r in batch)
+            mine = batch[dist_.rank :: dist_.world]
+            micros = [mine[i : i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
+            weight = 1.0
+            if not micros:
+                micros, weight = [batch[:1]], 0.0
+            sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weight,
+                                           tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device)))
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")).item()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            record = {"step": step, "train/loss": sums[0] / n_parts + cfg.kl_coef * sums[1] / max(1, n_tokens),
+                      "train/clip_frac": sums[2] / n_parts, "train/kl": sums[1] / max(1, n_tokens), "grad_norm": grad_norm,
+                      "seconds": time.monotonic() - start}
+            log.append(record)
+            if dist_.main:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.update(1)
+                if writer:
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, step)
+                if step % cfg.ckpt_every == 0 or step == len(steps):
+                    tmp = ckpt_path.with_suffix(".tmp")
+                    torch.save({"key": key, "step": step, "opt": opt.state_dict(),
+                                "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if n in trainable_names}}, tmp)
+                    tmp.replace(ckpt_path)
+        bar.close()
+        if writer:
+            writer.close()
+        if log_file:
+            log_file.close()
+        if dist_.main:
+            save_model(model, tokenizer, cfg, out)
+            write_json_atomic(info_path, {"key": key, "finished": True, "steps": step, "selection": counts,
+                                          "baselines": baselines, "config": asdict(cfg)})
+            print(f"wrote {out / 'model'} after {step} steps on {len(data)} rollouts", file=sys.stderr)
+        dist_.barrier()
+        return out / "model"
+    finally:
+        dist_.close()

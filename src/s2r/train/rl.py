@@ -1,0 +1,413 @@
+"""`s2r rl --level outcome|process`: online RL from a behaviour-initialised model (METHOD.md §3).
+
+One iteration:
+  1. rollouts: P prompts × K samples (temperature 0.7) with the `s2r` strategy under a token budget,
+     every attempt graded by THE grader;
+  2. actions: each rollout split at its markers; character spans mapped to tokens, the EOS with the
+     last action (`batching.encode_parts`). ORL trains one part per rollout, PRL one per action;
+  3. advantages (`advantages.ADVANTAGES[level]`): RLOO on the final answer (ORL), or each action's
+     reward minus its reward-context baseline, with the ×2 bonuses (PRL); then the k1 KL to the
+     reference, summed over a part's tokens, times β, is subtracted (kl_estimator k1);
+  4. `updates` optimiser steps, each over its share of the rollouts:
+        L = (1/n_parts) Σ_p −min(ρ_p A_p, clip(ρ_p, 1 − ε, 1 + ε) A_p)   [+ β (1/n_tok) Σ_t k3_t]
+        ρ_p = exp(mean_{t∈p} log π_θ(y_t) − log π_old(y_t)),  π_old = the policy that sampled,
+     with n_parts, n_tok counted over the whole step (all micro-batches and processes), so gradient
+     accumulation and data parallelism give the gradient of one big batch.
+
+Prompt groups with a grader failure (timeout, crash) are left out of the update and counted, never
+scored. Checkpoints (`ckpt.pt`: trainable weights, optimiser, baseline statistics, iteration) give an
+exact resume: rollouts are sampled with a seed per iteration and process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from s2r.config import arg
+from s2r.format import SOLVE, MarkerFields, parse
+from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from s2r.train.advantages import (
+    ADVANTAGES,
+    BASELINES,
+    CONTEXTS,
+    AdvantageSettings,
+    Step,
+    outcome_reward,
+    process_rewards,
+)
+from s2r.train.common import (
+    Distributed,
+    TrainFields,
+    load_models,
+    make_writer,
+    save_model,
+)
+
+LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable")
+
+
+@dataclass
+class RLConfig(TrainFields, MarkerFields):
+    model: str = arg(help="starting model folder (the behaviour-initialised model; also the KL reference)", positional=True)
+    data: list[str] = arg(["arith:train"], help="problem sets: benchmarks (name, name:split) or JSONL files")
+    level: str = arg("process", help="outcome (ORL: RLOO, one part per rollout) or process (PRL: one part per action)")
+    out: str = arg("runs/rl", help="output folder: model/, ckpt.pt, log.jsonl, tb/, rl.json")
+    iterations: int = arg(100, help="rollout-and-update iterations")
+    prompts: int = arg(64, help="P, prompts per iteration (all processes together)")
+    samples: int = arg(4, help="K, rollouts per prompt")
+    temperature: float = arg(0.7, help="rollout sampling temperature")
+    max_tokens: int = arg(1024, help="token budget of a rollout (truncated rollouts get −1 on their last action)")
+    max_attempts: int = arg(4, help="attempts per rollout at most")
+    updates: int = arg(4, help="optimiser steps per iteration (the rollouts are split between them)")
+    lr: float = arg(5e-7, help="learning rate (AdamW, constant)")
+    clip_eps: float = arg(0.2, help="ε of the clipped surrogate")
+    kl_coef: float = arg(0.05, help="β, weight of the KL to the starting model (0 = no reference)")
+    kl_estimator: str = arg("k1", help="k1: β·Σk1 subtracted from each part's advantage; k3: β·mean k3 added to the loss")
+    context: str = arg("full", help=f"PRL reward context of a baseline: {', '.join(CONTEXTS)}")
+    baseline: str = arg("batch", help=f"PRL baseline statistics: {', '.join(BASELINES)}")
+    ema_decay: float = arg(0.9, help="PRL ema baseline: weight of the old value")
+    min_count: int = arg(1, help="PRL: a context seen fewer times than this has baseline 0")
+    verify_bonus: bool = arg(True, help="PRL: ×2 on the advantage of verifying a correct attempt")
+    flip_bonus: bool = arg(True, help="PRL: ×2 on the advantage of a re-solve that flips correctness")
+    limit: int | None = arg(None, help="first N problems of each set")
+    data_dir: str | None = arg(None, help="benchmark data directory")
+    generation_batch_size: int = arg(64, help="prompts per generate() call")
+    seed: int = arg(0, help="seed of the prompt order and of sampling")
+    ckpt_every: int = arg(10, help="iterations between checkpoints")
+
+    def key(self, data_digest: str) -> str:
+        """What determines the trained weights (not where they go or how fast)."""
+        skip = ("out", "iterations", "ckpt_every", "device", "threads", "tensorboard", "generation_batch_size")
+        fields = {k: v for k, v in asdict(self).items() if k not in skip}
+        return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
+
+    def advantage_settings(self) -> AdvantageSettings:
+        return AdvantageSettings(self.context, self.baseline, self.ema_decay, self.min_count, self.verify_bonus, self.flip_bonus)
+
+    def check(self) -> None:
+        for name, value, table in (("level", self.level, ADVANTAGES), ("context", self.context, CONTEXTS),
+                                   ("baseline", self.baseline, BASELINES), ("kl_estimator", self.kl_estimator, ("k1", "k3"))):
+            if value not in table:
+                raise ValueError(f"{name} must be one of {', '.join(table)}, not {value!r}")
+        if self.samples < 2 and self.level == "outcome":
+            raise ValueError("ORL (RLOO) needs --samples ≥ 2")
+
+
+def iteration_prompts(n: int, per_iteration: int, iteration: int, seed: int) -> list[int]:
+    """Problem indices of one iteration: a seeded shuffle per pass over the n problems, read in order."""
+    out, start = [], iteration * per_iteration
+    for pos in range(start, start + per_iteration):
+        epoch, i = divmod(pos, n)
+        order = list(range(n))
+        random.Random(f"{seed}|{epoch}").shuffle(order)
+        out.append(order[i])
+    return out
+
+
+GRADER_FAILURES = ("timeout", "grader", "could not parse gold")  # reasons that say nothing about the answer
+
+
+def graded_actions(record: dict, fmt):
+    """(parsed actions, their Steps) of a graded rollout record (the i-th solve gets the i-th
+    attempt's grade), or None when the grader failed on one of its answers."""
+    if any(a.get("reason", "").startswith(GRADER_FAILURES) for a in record["attempts"]):
+        return None
+    actions = parse(record["text"], fmt).actions
+    grades = iter(a["grade"] == "correct" for a in record["attempts"])
+    return actions, [Step(a.kind, correct=next(grades, False)) if a.kind == SOLVE else Step(a.kind, verdict=a.verdict)
+                     for a in actions]
+
+
+@dataclass
+class Rollout:
+    ids: list[int]  # prompt + completion (+ EOS)
+    parts: list[int]  # part index per token, −1 on the prompt
+    adv: list[float]  # advantage per part (the KL fold comes later)
+    old_logp: list[float] | None = None  # log π_old per predicted token, [len(ids) − 1]
+    ref_logp: list[float] | None = None
+
+
+def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str, fmt, state: dict,
+                  settings: AdvantageSettings, samples: int, stats_reduce=None) -> tuple[list[Rollout], dict, dict, int]:
+    """Rollouts with advantages from one iteration's graded records (K per prompt, in order; None
+    for a rollout that could not be generated). Returns (rollouts, new baseline state, the values
+    behind the reward/* and train/* means, prompt groups left out)."""
+    from s2r.train.batching import encode_parts
+
+    groups, kept = [], []
+    failed = 0
+    for g in range(0, len(records), samples):
+        group = records[g : g + samples]
+        graded = [graded_actions(r, fmt) if r is not None else None for r in group]
+        if any(x is None for x in graded):  # a grader failure, or a rollout that could not be generated
+            failed += 1
+            continue
+        groups.append([(steps, r["truncated"]) for (_, steps), r in zip(graded, group)])
+        kept.append((prompts[g // samples], group))
+    advs, state = ADVANTAGES[level](groups, state, settings, stats_reduce)
+    rollouts = []
+    flat_steps = []
+    for (prompt, group), g_steps, g_adv in zip(kept, groups, advs):
+        for r, (steps, truncated), adv in zip(group, g_steps, g_adv):
+            text = r["text"]
+            spans = [(0, len(text))] if level == "outcome" else parse(text, fmt).spans
+            # the EOS is trained where the model emitted it, not where the loop cut it off
+            ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated))
+            rollouts.append(Rollout(ids, parts, adv))
+            flat_steps.append((steps, truncated))
+    per_step = [(process_rewards(st, tr), st) for st, tr in flat_steps]
+    observed = {
+        "reward/outcome_mean": [outcome_reward(st, tr) for st, tr in flat_steps],
+        "reward/solve_mean": [x for r, st in per_step for x, s in zip(r, st) if s.kind == SOLVE],
+        "reward/verify_mean": [x for r, st in per_step for x, s in zip(r, st) if s.kind != SOLVE],
+        "train/truncated": [float(tr) for _, tr in flat_steps],
+        "train/zero_adv_frac": [float(all(a == 0 for a in r.adv)) for r in rollouts],
+    }
+    return rollouts, state, observed, failed
+
+
+def pad(rows: list[list], value, device):
+    import torch
+
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], device=device)
+
+
+def batch_of(rollouts: list[Rollout], pad_id: int, device) -> dict:
+    """Tensors of a micro-batch, right-padded: input_ids, attention_mask [b, T]; parts [b, T−1]
+    (numbered across the micro-batch, −1 off the trained tokens, aligned with the predicted token)."""
+    offsets, n = [], 0
+    for r in rollouts:
+        offsets.append(n)
+        n += len(r.adv)
+    parts = [[p + o if p >= 0 else -1 for p in r.parts[1:]] for r, o in zip(rollouts, offsets)]
+    t = {"input_ids": pad([r.ids for r in rollouts], pad_id, device),
+         "attention_mask": pad([[1] * len(r.ids) for r in rollouts], 0, device),
+         "parts": pad(parts, -1, device), "n_parts": n}
+    if rollouts[0].old_logp is not None:
+        t["old_logp"] = pad([r.old_logp for r in rollouts], 0.0, device)
+    if rollouts[0].ref_logp is not None:
+        t["ref_logp"] = pad([r.ref_logp for r in rollouts], 0.0, device)
+    return t
+
+
+def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, device, autocast) -> None:
+    """Fill old_logp (the sampling policy, before any update) and ref_logp of every rollout."""
+    import torch
+
+    from s2r.train.batching import token_logprobs
+
+    with torch.no_grad(), (autocast or contextlib.nullcontext()):
+        for lo in range(0, len(rollouts), micro):
+            mb = rollouts[lo : lo + micro]
+            t = batch_of(mb, pad_id, device)
+            old = token_logprobs(model, t)  # [b, T-1]
+            if ref is not None:
+                r = token_logprobs(ref, t)
+            elif hasattr(model, "disable_adapter"):  # LoRA: the reference is the model without adapters
+                with model.disable_adapter():
+                    r = token_logprobs(model, t)
+            else:
+                r = None
+            for i, ro in enumerate(mb):
+                ro.old_logp = old[i, : len(ro.ids) - 1].tolist()
+                ro.ref_logp = r[i, : len(ro.ids) - 1].tolist() if r is not None else None
+
+
+def fold_kl_into(rollouts: list[Rollout], kl_coef: float) -> list[float]:
+    """A_p ← A_p − β Σ_{t∈p} k1_t with k1 = log π_old − log π_ref; returns every trained token's k1."""
+    import torch
+
+    from s2r.train.advantages import fold_kl
+
+    all_k1 = []
+    for r in rollouts:
+        if r.ref_logp is None:
+            continue
+        ids = torch.tensor(r.parts[1:])
+        k1 = torch.tensor(r.old_logp, dtype=torch.float64) - torch.tensor(r.ref_logp, dtype=torch.float64)  # [T-1]
+        keep = ids >= 0
+        sums = torch.zeros(len(r.adv), dtype=torch.float64).index_add(0, ids[keep], k1[keep])
+        all_k1 += k1[keep].tolist()
+        if kl_coef:
+            r.adv = fold_kl(torch.tensor(r.adv, dtype=torch.float64), sums, kl_coef).tolist()
+    return all_k1
+
+
+def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int, cfg: RLConfig, world: int = 1,
+                  weight: float = 1.0, pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
+    """Forward and backward every micro-batch of one optimiser step; the gradients add up to those of
+    the step's loss over all its parts (see the module docstring). Returns [Σ surrogate, Σ k3,
+    clipped parts] of this process."""
+    import torch
+
+    from s2r.train.batching import token_logprobs
+    from s2r.train.losses import clipped_mask, clipped_surrogate, k3, part_log_ratios
+
+    sums = [0.0, 0.0, 0.0]
+    for j, mb in enumerate(micros):
+        t = batch_of(mb, pad_id, device)
+        adv = torch.tensor([a for r in mb for a in r.adv], dtype=torch.float32, device=device)  # [n]
+        sync = j == len(micros) - 1 or world == 1
+        with (contextlib.nullcontext() if sync else ddp.no_sync()), (autocast or contextlib.nullcontext()):
+            logp = token_logprobs(ddp, t)  # [b, T-1]
+            log_ratio = part_log_ratios(logp, t["old_logp"], t["parts"], t["n_parts"])  # [n]
+            surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps).sum() * weight
+            loss = surrogate / n_parts
+            k3_sum = torch.zeros((), device=device)
+            if cfg.kl_estimator == "k3" and "ref_logp" in t:
+                k3_sum = (k3(logp, t["ref_logp"]) * (t["parts"] >= 0)).sum() * weight
+                loss = loss + cfg.kl_coef * k3_sum / n_tokens
+            (loss * world).backward()  # DDP averages over processes; × world makes it the sum
+        sums[0] += surrogate.item()
+        sums[1] += k3_sum.item()
+        sums[2] += clipped_mask(log_ratio.detach(), adv, cfg.clip_eps).sum().item() * weight
+    return sums
+
+
+def run_rl(cfg: RLConfig) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    from s2r.evaluate import benchmark_name
+    from s2r.grader import Grader
+    from s2r.metrics import compute_metrics
+    from s2r.models.backend import SamplingParams
+    from s2r.models.hf import TransformersBackend
+    from s2r.prompts import PromptConfig, messages_for, render_prompt
+    from s2r.solve import Settings, solve_problems
+    from s2r.tasks import load_problems
+
+    cfg.check()
+    dist_ = Distributed(cfg.device)
+    try:
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+        out = Path(cfg.out)
+        problems = [(benchmark_name(d), p) for d in cfg.data for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit)]
+        if not problems:
+            raise ValueError(f"no problems in {', '.join(cfg.data)}")
+        digest = hashlib.sha256(json.dumps([(b, p.problem, p.gold) for b, p in problems]).encode()).hexdigest()
+        key = cfg.key(digest)
+        info_path, ckpt_path, log_path = out / "rl.json", out / "ckpt.pt", out / "log.jsonl"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        if info.get("key") == key and info.get("iterations", 0) >= cfg.iterations:
+            if dist_.main:
+                print(f"reusing the RL model in {out / 'model'} (same data and settings)", file=sys.stderr)
+            return out / "model"
+        torch.manual_seed(cfg.seed)
+        model, ref, tokenizer = load_models(cfg, dist_.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        iteration, log, state = 0, [], {}
+        if ckpt_path.exists():
+            ck = torch.load(ckpt_path, weights_only=False, map_location=dist_.device)
+            if ck["key"] == key:
+                model.load_state_dict(ck["trainable"], strict=False)
+                opt.load_state_dict(ck["opt"])
+                iteration, state = ck["iteration"], ck["baselines"]
+                log = list(read_jsonl(log_path, allow_torn_tail=True))[:iteration] if log_path.exists() else []
+                if dist_.main:
+                    print(f"resuming RL at iteration {iteration}", file=sys.stderr)
+        trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
+        ddp = model
+        if dist_.world > 1:
+            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
+        autocast = cfg.autocast(dist_.device)
+        prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
+        backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
+        writer = make_writer(out / "tb") if cfg.tensorboard and dist_.main else None
+        log_file = None
+        if dist_.main:
+            write_jsonl_atomic(log_path, log)  # drop lines past the checkpoint of a killed run
+            log_file = log_path.open("a", encoding="utf-8")
+        bar = tqdm(total=cfg.iterations, initial=iteration, desc=f"rl ({cfg.level})", unit="it", file=sys.stderr,
+                   disable=None if dist_.main else True)
+        start = time.monotonic()
+        with Grader(workers=1) as grader:
+            while iteration < cfg.iterations:
+                mine = iteration_prompts(len(problems), cfg.prompts, iteration, cfg.seed)[dist_.rank :: dist_.world]
+                jobs = [(problems[i][0], problems[i][1], k) for i in mine for k in range(cfg.samples)]
+                settings = Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, prompt=prompt_cfg,
+                                    params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                                          seed=cfg.seed * 1_000_003 + iteration * 1009 + dist_.rank))
+                model.eval()
+                t0 = time.monotonic()
+                records, _ = solve_problems(backend, jobs, "s2r", settings, grader)  # failed ones have no record
+                gen_seconds = time.monotonic() - t0
+                model.train()
+                by_job = {(r["id"], r["sample"]): r for r in records}  # a failed generation (errors) has none
+                ordered = [by_job.get((p.id, k)) for _, p, k in jobs]
+                prompts = [render_prompt(messages_for(problems[i][1].problem, prompt_cfg), prompt_cfg, tokenizer) for i in mine]
+                rollouts, state, observed, left_out = make_rollouts(
+                    ordered, prompts, tokenizer, cfg.level, cfg.fmt, state, cfg.advantage_settings(), cfg.samples,
+                    stats_reduce=dist_.merge_stats)
+                score_tokens(model, ref, rollouts, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, autocast)
+                k1s = fold_kl_into(rollouts, cfg.kl_coef if cfg.kl_estimator == "k1" else 0.0)
+                order = list(range(len(rollouts)))
+                random.Random(f"{cfg.seed}|{iteration}|{dist_.rank}").shuffle(order)
+                shares = [[rollouts[i] for i in order[u :: cfg.updates]] for u in range(cfg.updates)]
+                totals = [0.0, 0.0, 0.0, 0.0]  # Σ surrogate, Σ k3, clipped parts, parts
+                for share in shares:
+                    n_parts, n_tokens = dist_.sum([sum(len(r.adv) for r in share),
+                                                   sum(sum(p >= 0 for p in r.parts[1:]) for r in share)])
+                    if n_parts == 0:
+                        continue
+                    weight, micros = 1.0, [share[i : i + cfg.micro_batch_size] for i in range(0, len(share), cfg.micro_batch_size)]
+                    if not micros:  # nothing on this process: join the all-reduce with zero weight
+                        micros, weight = [rollouts[:1]], 0.0
+                    sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weight,
+                                                   tokenizer.pad_token_id, dist_.device, autocast))
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    totals = [a + b for a, b in zip(totals, sums + [n_parts])]
+                iteration += 1
+                everyone = [r for part in dist_.gather(records) for r in part]
+                live = compute_metrics(everyone)["overall"] if everyone else {}
+                sums = dist_.sum([x for v in observed.values() for x in (sum(v), len(v))] + [len(k1s), sum(k1s), left_out])
+                means = {k: sums[2 * i] / sums[2 * i + 1] if sums[2 * i + 1] else None for i, k in enumerate(observed)}
+                n_k1, sum_k1, left_out = sums[-3:]
+                record = {"iteration": iteration, "train/loss": totals[0] / max(1, totals[3]),
+                          "train/clip_frac": totals[2] / max(1, totals[3]),
+                          "train/kl_ref": sum_k1 / n_k1 if n_k1 else None, **means,
+                          **{k: live.get(k) for k in LIVE}, "rollouts": len(everyone), "groups_left_out": int(left_out),
+                          "tokens": sum(r["tokens"] for r in everyone),
+                          "gen_seconds": gen_seconds, "seconds": time.monotonic() - start}
+                log.append(record)
+                if dist_.main:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{record['reward/outcome_mean'] or 0:.2f}", acc=f"{live.get('eval/acc_final') or 0:.2f}")
+                    if writer:
+                        for k, v in record.items():
+                            if k != "iteration" and isinstance(v, (int, float)):
+                                writer.add_scalar(k, v, iteration)
+                    if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
+                        tmp = ckpt_path.with_suffix(".tmp")
+                        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if n in trainable_names}
+                        torch.save({"key": key, "iteration": iteration, "trainable": trainable, "opt": opt.state_dict(),
+                                    "baselines": state}, tmp)
+                        tmp.replace(ckpt_path)
+        bar.close()
+        if writer:
+            writer.close()
+        if log_file:
+            log_file.close()
+        if dist_.main:
+            save_model(model, tokenizer, cfg, out)
+            write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": asdict(cfg),
+                                          "last": log[-1] if log else None})
+            print(f"wrote {out / 'model'} after {iteration} iterations", file=sys.stderr)
+        dist_.barrier()
+        return out / "model"
+    finally:
+        dist_.close()

@@ -1,0 +1,260 @@
+"""`s2r rl` with tiny real models: tokens and parts, accumulation, the sign of the update, resume,
+LoRA, ORL and PRL, and two processes."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2r.format import render
+from s2r.jsonl import read_jsonl, write_jsonl_atomic
+from s2r.models.tiny import (
+    TinyModelConfig,
+    build_tiny_model,
+    char_tokenizer,
+    run_tiny_model,
+)
+from s2r.tasks import arith
+from s2r.train.advantages import AdvantageSettings
+from s2r.train.batching import encode_parts, token_logprobs
+from s2r.train.rl import (
+    LIVE,
+    RLConfig,
+    Rollout,
+    batch_of,
+    make_rollouts,
+    rl_accumulate,
+    run_rl,
+)
+from s2r.train.sft import SFTConfig, run_sft
+
+
+def test_encode_parts_pinned():
+    tok = char_tokenizer()
+    ids, parts = encode_parts(tok, "Q:", "abcd", [(0, 1), (1, 4)])
+    assert tok.convert_ids_to_tokens(ids) == ["Q", ":", "a", "b", "c", "d", "<eos>"]
+    assert parts == [-1, -1, 0, 1, 1, 1, 1]  # the EOS belongs to the last action
+    ids, parts = encode_parts(tok, "Q:", "abcd", [(0, 4)], add_eos=False)  # truncated: no EOS
+    assert parts == [-1, -1, 0, 0, 0, 0]
+
+
+def _record(text, grades, truncated=False, reason="match"):
+    return {"text": text, "truncated": truncated,
+            "attempts": [{"grade": g, "reason": reason if g == "correct" else "mismatch"} for g in grades]}
+
+
+def test_rollouts_carry_one_part_per_action_and_leave_out_grader_failures():
+    tok = char_tokenizer()
+    p = "Compute 47 + 8."
+    right, wrong = arith.solution(p), arith.solution(p).replace("55", "54")
+    two = render([wrong, right], [arith.confirmative_check(p, "54"), arith.confirmative_check(p, "55")])
+    one = render([right], [arith.confirmative_check(p, "55")])
+    records = [_record(two, ["incorrect", "correct"]), _record(one, ["correct"]),
+               _record(one, ["correct"], reason="timeout after 2s"), _record(two, ["incorrect", "correct"])]
+    rollouts, state, observed, left_out = make_rollouts(records, ["Q1", "Q2"], tok, "process", arith.DEFAULT_FORMAT, {},
+                                                        AdvantageSettings(), samples=2)
+    assert left_out == 1 and len(rollouts) == 2  # the second prompt's group had a grader timeout
+    r = rollouts[0]
+    assert len(r.adv) == 4 and max(r.parts) == 3 and r.parts[-1] == 3 and r.ids[-1] == tok.eos_token_id
+    # rewards: [−1, +1, +1, +1] (solve ✗, "incorrect" ✓, solve ✓, "correct" ✓); the group's second
+    # rollout is [+1, +1]; batch baselines: b(R) = 0, b(R+V) = 1, b(R-V) = 1, b(R-V+R) = 1, b(R-V+R+V) = 1
+    assert r.adv == [-1.0, 0.0, 0.0, 0.0] and rollouts[1].adv == [1.0, 0.0]
+    assert observed["reward/outcome_mean"] == [1.0, 1.0] and observed["reward/verify_mean"] == [1.0, 1.0, 1.0]
+    outcome, *_ = make_rollouts(records[:2], ["Q1"], tok, "outcome", arith.DEFAULT_FORMAT, {}, AdvantageSettings(), samples=2)
+    assert [len(x.adv) for x in outcome] == [1, 1] and max(outcome[0].parts) == 0
+    # a rollout the loop cut after its verdict (the model generated on) gets no EOS to train
+    cut = [dict(records[0], stopped=False), dict(records[1], stopped=True)]
+    a, b = make_rollouts(cut, ["Q1"], tok, "process", arith.DEFAULT_FORMAT, {}, AdvantageSettings(), samples=2)[0]
+    assert a.ids[-1] != tok.eos_token_id and b.ids[-1] == tok.eos_token_id
+
+
+def _hand_rollouts(tok, n=5, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        text = "".join(rng.choice("0123456789+= \n") for _ in range(rng.randint(5, 14)))
+        cut = rng.randint(1, len(text) - 1)
+        ids, parts = encode_parts(tok, f"Q{i}:", text, [(0, cut), (cut, len(text))])
+        out.append(Rollout(ids, parts, [rng.uniform(-1, 1), rng.uniform(-1, 1)],
+                           old_logp=[rng.uniform(-5, -1) for _ in ids[1:]], ref_logp=[rng.uniform(-5, -1) for _ in ids[1:]]))
+    return out
+
+
+def _grads(model, micros, n_parts, n_tokens, cfg):
+    model.zero_grad()
+    rl_accumulate(model, micros, n_parts, n_tokens, cfg, pad_id=0)
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_uneven_micro_batches_give_the_gradient_of_one_batch():
+    model, tok = build_tiny_model(TinyModelConfig("unused", seed=1))
+    rollouts = _hand_rollouts(tok)
+    cfg = RLConfig("unused", kl_estimator="k3", kl_coef=0.3, clip_eps=0.2)
+    n_parts = sum(len(r.adv) for r in rollouts)
+    n_tokens = sum(sum(p >= 0 for p in r.parts[1:]) for r in rollouts)
+    whole = _grads(model, [rollouts], n_parts, n_tokens, cfg)
+    split = _grads(model, [rollouts[:1], rollouts[1:4], rollouts[4:]], n_parts, n_tokens, cfg)
+    assert whole.abs().sum() > 0 and torch.allclose(whole, split, atol=1e-6)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_higher_advantage_raises_the_log_probability(sign):
+    """The reference code had this sign wrong: one step on A > 0 must make the sample more likely."""
+    model, tok = build_tiny_model(TinyModelConfig("unused", seed=2))
+    ids, parts = encode_parts(tok, "Q:", "12 + 3 = 15", [(0, 11)])
+    r = Rollout(ids, parts, [sign])
+    t = batch_of([r], 0, "cpu")
+    with torch.no_grad():
+        before = token_logprobs(model, t)[0, 1:].sum()  # the completion's tokens
+    r.old_logp = token_logprobs(model, t)[0].detach().tolist()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    rl_accumulate(model, [[r]], 1, 1, RLConfig("unused", kl_coef=0.0), pad_id=0)
+    opt.step()
+    with torch.no_grad():
+        after = token_logprobs(model, t)[0, 1:].sum()
+    assert (after - before) * sign > 1e-4
+
+
+# ----------------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    """A tiny model taught the trajectory format by `s2r sft`: it solves arith problems (badly),
+    checks its answers and retries, so sampled rollouts earn mixed rewards."""
+    root = tmp_path_factory.mktemp("rl")
+    start = run_tiny_model(TinyModelConfig(str(root / "start"), seed=0, phrases=arith.PHRASES))
+    rng = random.Random(0)
+    records = []
+    for p in arith.generate("train", 24, seed=0):  # few problems, many epochs: it half-memorises them
+        shown, answer = arith.slipped_solution(p.problem, rng)
+        attempts, checks = [shown], [arith.confirmative_check(p.problem, str(answer))]
+        if str(answer) != p.gold:
+            attempts.append(arith.solution(p.problem))
+            checks.append(arith.confirmative_check(p.problem, p.gold))
+        text = render(attempts, checks)
+        records.append({"problem": p.problem, "completion": text, "spans": [[0, len(text)]]})
+    write_jsonl_atomic(root / "sft.jsonl", records)
+    model = run_sft(SFTConfig(str(root / "sft.jsonl"), model=str(start), out=str(root / "sft"), epochs=40, batch_size=8,
+                              lr=3e-3, kl_coef=0.0, system="", template="plain", tensorboard=False, threads=1))
+    return root, str(model)
+
+
+def _cfg(policy, out, **kw):
+    root, model = policy
+    base = dict(model=model, data=["arith:train"], limit=100, out=str(root / out), iterations=5, prompts=4, samples=3,
+                max_tokens=240, updates=2, micro_batch_size=4, lr=2e-3, kl_coef=0.05, system="", template="plain",
+                tensorboard=False, threads=1, ckpt_every=1, temperature=1.0)
+    return RLConfig(**{**base, **kw})
+
+
+def _log(cfg):
+    return list(read_jsonl(Path(cfg.out) / "log.jsonl"))
+
+
+KEYS = ("train/loss", "train/clip_frac", "train/kl_ref", "reward/outcome_mean", "reward/solve_mean", "train/truncated")
+
+
+def test_prl_logs_every_metric_and_resumes_exactly(policy):
+    from transformers import AutoModelForCausalLM
+
+    whole = _cfg(policy, "whole")
+    run_rl(whole)
+    log = _log(whole)
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4, 5]
+    for key in ("train/zero_adv_frac", "reward/verify_mean", *KEYS, *LIVE):
+        assert key in log[-1], key
+    assert all(r["rollouts"] == 12 for r in log)
+    first = next(i for i, r in enumerate(log) if r["train/loss"] != 0)  # the first update that moved the policy
+    assert first < 4 and all(r["train/kl_ref"] != 0 for r in log[first + 1 :])
+    AutoModelForCausalLM.from_pretrained(Path(whole.out) / "model")
+    assert json.loads((Path(whole.out) / "rl.json").read_text())["iterations"] == 5
+
+    cut = _cfg(policy, "cut", iterations=3)
+    run_rl(cut)
+    with open(Path(cut.out) / "log.jsonl", "a") as f:
+        f.write('{"iteration": 4, "train/lo')  # a torn line, as a kill leaves it
+    run_rl(_cfg(policy, "cut"))
+    resumed = _log(cut)
+    assert [r["iteration"] for r in resumed] == [1, 2, 3, 4, 5]
+    for a, b in zip(resumed, log):
+        for key in KEYS:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-9), key
+
+
+def test_orl_with_k3_and_lora(policy):
+    cfg = _cfg(policy, "orl", level="outcome", kl_estimator="k3", lora_rank=4, lora_alpha=8, iterations=2)
+    run_rl(cfg)
+    log = _log(cfg)
+    assert len(log) == 2 and log[-1]["train/kl_ref"] is not None
+    assert (Path(cfg.out) / "adapter" / "adapter_config.json").exists()
+
+
+def test_two_processes_run_one_iteration(policy):
+    root, model = policy
+    out = root / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "s2r.cli", "rl",
+           model, "--data", "arith:train", "--limit", "100", "--out", str(out), "--iterations", "1", "--prompts", "4",
+           "--samples", "2", "--max-tokens", "200", "--updates", "2", "--lr", "1e-3", "--system", "", "--template", "plain",
+           "--tensorboard", "false", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = read_jsonl(out / "log.jsonl")
+    assert record["rollouts"] == 8  # both processes' rollouts, gathered
+
+
+def test_offline_selects_and_trains_on_given_rollouts(policy):
+    """Rollouts already in OUT/rollouts.jsonl are not sampled again (a resumed run): hand-made ones
+    here, so that selection sees positives and negatives; then the real model trains on them."""
+    from s2r.train.offline import OfflineConfig, run_offline
+
+    root, model = policy
+    out = root / "offline"
+    problems = list(arith.generate("train", 2, seed=0))
+    rng = random.Random(1)
+    rollouts = []
+    for p in problems:
+        for k in range(4):  # samples 0, 1 right at the first attempt; 2, 3 wrong throughout
+            wrong = arith.solution(p.problem).replace(f"{{{p.gold}}}", f"{{{int(p.gold) + 1}}}")
+            shown = arith.solution(p.problem) if k < 2 else wrong
+            answer = p.gold if k < 2 else str(int(p.gold) + 1)
+            text = render([shown], [arith.confirmative_check(p.problem, answer)])
+            rollouts.append({"benchmark": "arith:train", **p.as_dict(), "sample": k, "strategy": "s2r",
+                             "attempts": [{"answer": answer, "grade": "correct" if k < 2 else "incorrect",
+                                           "verdict": None, "reason": "match" if k < 2 else "mismatch"}],
+                             "tokens": 40, "truncated": False, "text": text})
+    rng.shuffle(rollouts)
+    out.mkdir()
+    write_jsonl_atomic(out / "rollouts.jsonl", rollouts)
+    cfg = OfflineConfig(model, data=["arith:train"], limit=2, out=str(out), samples=4, band=[0.1, 0.7], batch_size=3,
+                        micro_batch_size=2, lr=1e-3, system="", template="plain", tensorboard=False, threads=1)
+    run_offline(cfg)
+    dataset = list(read_jsonl(out / "dataset.jsonl"))
+    assert len(dataset) == 8  # accuracy 0.5 per prompt; 2 positives and 2 negatives each
+    assert sorted(d["rewards"] for d in dataset)[0] == [-1.0, 1.0]  # a wrong answer, correctly rejected
+    log = list(read_jsonl(out / "log.jsonl"))
+    assert len(log) == 3 and all(r["train/kl"] >= 0 for r in log) and log[-1]["train/kl"] > 0
+    assert json.loads((out / "offline.json").read_text())["finished"]
+    run_offline(cfg)  # a second run reuses everything
+    assert len(list(read_jsonl(out / "log.jsonl"))) == 3
+
+
+def test_demo_rl_stage_wiring(policy, tmp_path, capsys):
+    """The demo's RL stage on the fixture model: ORL and PRL train, and offline RL, which finds no
+    correct rollout to learn from on this model, is left out with a warning instead of failing."""
+    from s2r.demo import DemoConfig, rl_stage
+
+    cfg = DemoConfig(out=str(tmp_path), quick=True, rl_iterations=1, rl_prompts=2, offline_problems=2, max_tokens=120,
+                     batch_size=16)
+    models = rl_stage(cfg, Path(policy[1]), tmp_path)
+    assert sorted(models) in (["orl", "prl"], ["offline", "orl", "prl"])
+    for name in ("orl", "prl"):
+        assert (tmp_path / "rl" / name / "model" / "config.json").exists()
+        assert len(list(read_jsonl(tmp_path / "rl" / name / "log.jsonl"))) == 1
+    if "offline" not in models:
+        assert "the offline row is left out" in capsys.readouterr().err
