@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from s2r.format import render
 from s2r.jsonl import read_jsonl, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig, run_tiny_model
 from s2r.tasks import arith
@@ -37,12 +36,7 @@ def format_model(root: Path) -> str:
     rng = random.Random(0)
     records = []
     for p in arith.generate("train", 400, seed=0):
-        shown, answer = arith.slipped_solution(p.problem, rng)
-        attempts, checks = [shown], [arith.confirmative_check(p.problem, str(answer))]
-        if str(answer) != p.gold:
-            attempts.append(arith.solution(p.problem))
-            checks.append(arith.confirmative_check(p.problem, p.gold))
-        text = render(attempts, checks)
+        text = arith.worked_trajectory(p.problem, rng)
         records.append({"problem": p.problem, "completion": text, "spans": [[0, len(text)]]})
     write_jsonl_atomic(root / "sft.jsonl", records)
     return str(run_sft(SFTConfig(str(root / "sft.jsonl"), model=str(start), out=str(root / "sft"), epochs=4, batch_size=16,

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from s2r.format import render
 from s2r.jsonl import write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig, run_tiny_model
 from s2r.prompts import messages_for, render_prompt
@@ -35,12 +34,7 @@ def records() -> list[dict]:
     rng = random.Random(0)
     out = []
     for p in arith.generate("train", RECORDS, seed=0):
-        shown, answer = arith.slipped_solution(p.problem, rng)
-        attempts, checks = [shown], [arith.confirmative_check(p.problem, str(answer))]
-        if str(answer) != p.gold:
-            attempts.append(arith.solution(p.problem))
-            checks.append(arith.confirmative_check(p.problem, p.gold))
-        text = render(attempts, checks)
+        text = arith.worked_trajectory(p.problem, rng)
         out.append({"problem": p.problem, "completion": text, "spans": [[0, len(text)]]})
     return out
 

@@ -7,8 +7,9 @@ from s2r.models.backend import Completion, cut_at_stop
 class ScriptedBackend:
     tokenizer = None
 
-    def __init__(self, scripts: dict[str, list[str]], fail: set[str] = frozenset()):
+    def __init__(self, scripts: dict[str, list[str]], fail: set[str] = frozenset(), keeps_stop_strings: bool = False):
         self.scripts = scripts
+        self.keeps_stop_strings = keeps_stop_strings
         self.fail = fail
         self.calls: list[tuple[str, str]] = []  # (problem, prompt)
 
@@ -30,8 +31,10 @@ class ScriptedBackend:
             finish = "stop"
             if len(text) > params.max_tokens:
                 text, finish = text[: params.max_tokens], "length"
-            n = len(text) + (finish == "stop" and hit is None)  # + the EOS token
-            out.append(Completion(text, finish, n))
+            n = len(text) + (len(hit) if hit else finish == "stop")  # + the stop string's tokens, or the EOS token
+            if hit and params.include_stop:
+                text += hit
+            out.append(Completion(text, finish, n, stop_string=hit))
         return out
 
     def close(self):

@@ -61,7 +61,9 @@ def test_sampling_is_seeded_and_stop_strings_cut(backend):
     (free,) = backend.complete(["abc"], params)
     stop = free.text[5:7]
     (c,) = backend.complete(["abc"], SamplingParams(max_tokens=40, temperature=1.0, seed=3, stop=(stop,)))
-    assert c.text == free.text[: free.text.index(stop)] and c.finish_reason == "stop"
+    assert c.text == free.text[: free.text.index(stop)] and c.finish_reason == "stop" and c.stop_string == stop
+    (d,) = backend.complete(["abc"], SamplingParams(max_tokens=40, temperature=1.0, seed=3, stop=(stop,), include_stop=True))
+    assert d.text == free.text[: free.text.index(stop) + len(stop)] and d.num_tokens == c.num_tokens
 
 
 def test_eos_ends_generation(tiny):

@@ -132,12 +132,7 @@ def policy(tmp_path_factory):
     rng = random.Random(0)
     records = []
     for p in arith.generate("train", 24, seed=0):  # few problems, many epochs: it half-memorises them
-        shown, answer = arith.slipped_solution(p.problem, rng)
-        attempts, checks = [shown], [arith.confirmative_check(p.problem, str(answer))]
-        if str(answer) != p.gold:
-            attempts.append(arith.solution(p.problem))
-            checks.append(arith.confirmative_check(p.problem, p.gold))
-        text = render(attempts, checks)
+        text = arith.worked_trajectory(p.problem, rng)
         records.append({"problem": p.problem, "completion": text, "spans": [[0, len(text)]]})
     write_jsonl_atomic(root / "sft.jsonl", records)
     model = run_sft(SFTConfig(str(root / "sft.jsonl"), model=str(start), out=str(root / "sft"), epochs=40, batch_size=8,

@@ -22,8 +22,8 @@ def grader():
         yield g
 
 
-def run(scripts, strategy="s2r", settings=PLAIN, grader=None, gold="5", fail=()):
-    backend = ScriptedBackend(scripts, set(fail))
+def run(scripts, strategy="s2r", settings=PLAIN, grader=None, gold="5", fail=(), keeps_stop_strings=False):
+    backend = ScriptedBackend(scripts, set(fail), keeps_stop_strings)
     jobs = [("t", Problem(id=str(i), problem=p, gold=gold), 0) for i, p in enumerate(scripts)]
     records, errors = solve_problems(backend, jobs, strategy, settings, grader)
     return records, errors, backend
@@ -42,6 +42,10 @@ def test_stops_at_the_first_correct_verdict(grader):
     assert r["stopped"] is False  # it generated on past the verdict: RL must not train an EOS there
     (r,), _, _ = run({"p": [r"\boxed{5}" + V + "yes." + OK]}, grader=grader)
     assert r["stopped"] is True  # EOS right after the verdict
+    # a backend that keeps stop strings ends generation at the "correct" sentence: nothing is spent past it
+    (r,), _, _ = run({"p": [script]}, grader=grader, keeps_stop_strings=True)
+    assert r["text"] == r"\boxed{5}" + V + "5 checks out." + OK and r["tokens"] == len(r["text"])
+    assert r["stopped"] is False  # the loop stopped it, not the model
 
 
 def test_retries_after_incorrect_in_one_generation(grader):

@@ -10,8 +10,10 @@ and returns trajectory records in the schema of metrics.py.
   the rules of METHOD.md §1: the trajectory ends at the first "correct" verdict, or at the verdict
   of attempt `max_attempts`; after an "incorrect" verdict that the model follows with EOS, the loop
   writes the retry marker and lets it go on; a trajectory that runs out of its `max_tokens` budget
-  is marked truncated. Records say whether the model itself stopped (EOS) where the trajectory
-  ends (`stopped`), or generated on and was cut there: RL trains the EOS only in the first case.
+  is marked truncated. A backend that can keep stop strings (transformers) stops generating at the
+  "correct" verdict sentence, so no tokens are spent past the end. Records say whether the model
+  itself stopped (EOS) where the trajectory ends (`stopped`), or was stopped or cut there by the
+  loop: RL trains the EOS only in the first case.
 - single: one attempt (generation stops at the verify marker, so S²R models can be measured too).
 - majority: `votes` sampled attempts and a majority vote over their answers.
 - intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
@@ -89,6 +91,9 @@ def render_all(backend: Backend, conversations: Sequence[list[dict]], s: Setting
 
 def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
     prompts = render_all(backend, conversations, s)
+    params = s.params
+    if getattr(backend, "keeps_stop_strings", False):  # end right at a "correct" verdict: no tokens past it
+        params = replace(params, stop=(*params.stop, s.fmt.correct_sentence), include_stop=True)
     n = len(prompts)
     texts, tokens = [""] * n, [0] * n
     truncated, errors, stopped = [False] * n, [None] * n, [False] * n
@@ -100,7 +105,7 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
             by_budget.setdefault(s.max_tokens - tokens[i], []).append(i)
         results: dict[int, Completion] = {}
         for budget, idx in by_budget.items():
-            outs = backend.complete([prompts[i] + texts[i] for i in idx], replace(s.params, max_tokens=budget))
+            outs = backend.complete([prompts[i] + texts[i] for i in idx], replace(params, max_tokens=budget))
             results.update(zip(idx, outs))
         still = []
         for i in active:
@@ -113,7 +118,7 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
             full = len(texts[i])
             texts[i], ended = settle(texts[i], s.fmt, s.max_attempts)
             if ended:  # the model stopped right there, or generated on and was cut
-                stopped[i] = c.finish_reason == "stop" and len(texts[i]) == full
+                stopped[i] = c.finish_reason == "stop" and c.stop_string is None and len(texts[i]) == full
                 continue
             if c.finish_reason == "length" or tokens[i] >= s.max_tokens:
                 truncated[i] = True

@@ -20,7 +20,8 @@ class SamplingParams:
     max_tokens: int = 512  # new tokens at most
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    stop: tuple[str, ...] = ()  # stop strings; like the OpenAI API, the match is not returned
+    stop: tuple[str, ...] = ()  # stop strings; like the OpenAI API, the match is not returned ...
+    include_stop: bool = False  # ... unless this is set (backends with `keeps_stop_strings` only)
     seed: int | None = None
     logprobs: bool = False  # return per-token log-probs (transformers backend only)
 
@@ -33,6 +34,7 @@ class Completion:
     token_ids: list[int] | None = None  # generated ids, EOS included (None from HTTP servers)
     logprobs: list[float] | None = None  # log π(token) under the model, temperature 1
     error: str | None = None  # why, when finish_reason == "error"
+    stop_string: str | None = None  # the stop string that ended it, when the backend knows
     prompt_tokens: int = 0
     extra: dict = field(default_factory=dict)
 

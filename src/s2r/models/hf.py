@@ -39,6 +39,8 @@ class TransformersBackend:
     like the OpenAI API, and the token that completed it is the last id returned.
     """
 
+    keeps_stop_strings = True  # honours SamplingParams.include_stop
+
     def __init__(self, model, tokenizer, batch_size: int = 32):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.device = next(model.parameters()).device
@@ -96,13 +98,15 @@ class TransformersBackend:
                 ids = ids[: ids.index(tok.eos_token_id) + 1]
                 finish = "stop"
             text = tok.decode(ids, skip_special_tokens=True)
+            hit = None
             if params.stop:
                 text, hit = cut_at_stop(text, params.stop)
                 if hit:
                     finish = "stop"
                     ids = self._ids_through(ids, len(text) + len(hit))
+                    text += hit if params.include_stop else ""
             results.append(Completion(
-                text=text, finish_reason=finish, num_tokens=len(ids), token_ids=ids,
+                text=text, finish_reason=finish, num_tokens=len(ids), token_ids=ids, stop_string=hit,
                 logprobs=logps[b, : len(ids)].tolist() if logps is not None else None,
                 prompt_tokens=int(enc["attention_mask"][b].sum()),
             ))

@@ -192,3 +192,19 @@ def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEF
     """
     text, answer = slipped_solution(problem, rng)
     return f"Check this solution. {problem}\n{text}", f"{fmt.verify_marker}\n{confirmative_check(problem, str(answer), fmt)}"
+
+
+def worked_trajectory(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
+    """A self-verify / self-correct trajectory written by the task itself, for smoke tests and
+    benchmarks: a (possibly slipped) first attempt and its confirmative check, then, if it was
+    wrong, the right solution and its check."""
+    from s2r.format import render
+
+    shown, answer = slipped_solution(problem, rng)
+    gold = str(running_totals(*operands_of(problem))[-1])
+    attempts, checks = [shown], [confirmative_check(problem, str(answer), fmt)]
+    if str(answer) != gold:
+        attempts.append(solution(problem))
+        checks.append(confirmative_check(problem, gold, fmt))
+    return render(attempts, checks, fmt)
+

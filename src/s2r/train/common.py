@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -136,6 +137,84 @@ def make_writer(path: Path):
         return None
     return SummaryWriter(str(path))
 
+
+def read_log(path: Path, n: int) -> list[dict]:
+    """The first n records of a run's log.jsonl (a killed run may have left a torn last line)."""
+    from s2r.jsonl import read_jsonl
+
+    return list(read_jsonl(path, allow_torn_tail=True))[:n] if path.exists() else []
+
+
+class RunLog:
+    """OUT/log.jsonl (rewritten to the records a checkpoint covers, then appended per step),
+    TensorBoard in OUT/tb and a progress bar; all on the main process only."""
+
+    def __init__(self, out: Path, records: list[dict], total: int, desc: str, unit: str, main: bool, tensorboard: bool):
+        from tqdm import tqdm
+
+        from s2r.jsonl import write_jsonl_atomic
+
+        self.file = self.writer = None
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_jsonl_atomic(out / "log.jsonl", records)  # drop lines past the checkpoint of a killed run
+            self.file = (out / "log.jsonl").open("a", encoding="utf-8")
+            self.writer = make_writer(out / "tb") if tensorboard else None
+        self.bar = tqdm(total=total, initial=len(records), desc=desc, unit=unit, file=sys.stderr,
+                        disable=None if main else True)
+
+    def write(self, step: int, record: dict, **postfix: str) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        self.bar.update(1)
+        if postfix:
+            self.bar.set_postfix(**postfix)
+        if self.writer:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer:
+            self.writer.close()
+        if self.file:
+            self.file.close()
+
+
+def save_checkpoint(path: Path, model, trainable_names: set[str], opt, **state) -> None:
+    """Atomically write the trainable weights, the optimiser and `state` (key, step, ...)."""
+    import torch
+
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if n in trainable_names}
+    tmp = path.with_suffix(".tmp")
+    torch.save({"trainable": trainable, "opt": opt.state_dict(), **state}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, key: str, model, opt, device) -> dict | None:
+    """Restore weights and optimiser from a checkpoint of the same run (same key); its state, or None."""
+    import torch
+
+    if not path.exists():
+        return None
+    state = torch.load(path, weights_only=False, map_location=device)
+    if state["key"] != key:
+        return None
+    model.load_state_dict(state["trainable"], strict=False)
+    opt.load_state_dict(state["opt"])
+    return state
+
+
+def wrap_ddp(model, dist_: Distributed):
+    """The model as called for training: DDP-wrapped under several processes."""
+    import torch
+
+    if dist_.world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
 
 
 def save_model(model, tokenizer, cfg: TrainFields, out: Path) -> None:

@@ -198,7 +198,6 @@ def dataset_advantages(kept: list[Kept], level: str, group_by: str, context: str
 
 def run_offline(cfg: OfflineConfig) -> Path:
     import torch
-    from tqdm import tqdm
 
     from s2r.evaluate import benchmark_name, solve_resumable
     from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -208,7 +207,16 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.solve import Settings
     from s2r.tasks import load_problems
     from s2r.train.batching import encode_parts
-    from s2r.train.common import Distributed, load_models, make_writer, save_model
+    from s2r.train.common import (
+        Distributed,
+        RunLog,
+        load_checkpoint,
+        load_models,
+        read_log,
+        save_checkpoint,
+        save_model,
+        wrap_ddp,
+    )
     from s2r.train.rl import Rollout, rl_accumulate, score_tokens
 
     cfg.check()
@@ -245,7 +253,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
             raise NoOfflineData(f"no rollout passed the selection ({counts}); widen --band or sample more")
         key = hashlib.sha256(json.dumps([{k: v for k, v in asdict(cfg).items() if k not in ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size")},
                                          hashlib.sha256(rollouts_path.read_bytes()).hexdigest()], sort_keys=True).encode()).hexdigest()[:16]
-        info_path, ckpt_path, log_path = out / "offline.json", out / "ckpt.pt", out / "log.jsonl"
+        info_path, ckpt_path = out / "offline.json", out / "ckpt.pt"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         if info.get("key") == key and info.get("finished"):
             if dist_.main:
@@ -270,25 +278,12 @@ def run_offline(cfg: OfflineConfig) -> Path:
             steps += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        step, log = 0, []
-        if ckpt_path.exists():
-            ck = torch.load(ckpt_path, weights_only=False, map_location=dist_.device)
-            if ck["key"] == key:
-                model.load_state_dict(ck["trainable"], strict=False)
-                opt.load_state_dict(ck["opt"])
-                step = ck["step"]
-                log = list(read_jsonl(log_path, allow_torn_tail=True))[:step] if log_path.exists() else []
+        ck = load_checkpoint(ckpt_path, key, model, opt, dist_.device)
+        step = ck["step"] if ck else 0
+        log = read_log(out / "log.jsonl", step)
         trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-        ddp = model
-        if dist_.world > 1:
-            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
-        writer = make_writer(out / "tb") if cfg.tensorboard and dist_.main else None
-        log_file = None
-        if dist_.main:
-            write_jsonl_atomic(log_path, log)
-            log_file = log_path.open("a", encoding="utf-8")
-        bar = tqdm(total=len(steps), initial=step, desc=f"offline ({cfg.level})", unit="step", file=sys.stderr,
-                   disable=None if dist_.main else True)
+        ddp = wrap_ddp(model, dist_)
+        run_log = RunLog(out, log, len(steps), f"offline ({cfg.level})", "step", dist_.main, cfg.tensorboard)
         start = time.monotonic()
         model.train()
         while step < len(steps):
@@ -310,24 +305,10 @@ def run_offline(cfg: OfflineConfig) -> Path:
                       "train/clip_frac": sums[2] / n_parts, "train/kl": sums[1] / max(1, n_tokens), "grad_norm": grad_norm,
                       "seconds": time.monotonic() - start}
             log.append(record)
-            if dist_.main:
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                bar.update(1)
-                if writer:
-                    for k, v in record.items():
-                        if k != "step":
-                            writer.add_scalar(k, v, step)
-                if step % cfg.ckpt_every == 0 or step == len(steps):
-                    tmp = ckpt_path.with_suffix(".tmp")
-                    torch.save({"key": key, "step": step, "opt": opt.state_dict(),
-                                "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if n in trainable_names}}, tmp)
-                    tmp.replace(ckpt_path)
-        bar.close()
-        if writer:
-            writer.close()
-        if log_file:
-            log_file.close()
+            run_log.write(step, record, loss=f"{record['train/loss']:.3f}")
+            if dist_.main and (step % cfg.ckpt_every == 0 or step == len(steps)):
+                save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, step=step)
+        run_log.close()
         if dist_.main:
             save_model(model, tokenizer, cfg, out)
             write_json_atomic(info_path, {"key": key, "finished": True, "steps": step, "selection": counts,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from s2r.config import arg
 from s2r.format import SOLVE, MarkerFields, parse
-from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from s2r.jsonl import write_json_atomic
 from s2r.train.advantages import (
     ADVANTAGES,
     BASELINES,
@@ -45,10 +45,14 @@ from s2r.train.advantages import (
 )
 from s2r.train.common import (
     Distributed,
+    RunLog,
     TrainFields,
+    load_checkpoint,
     load_models,
-    make_writer,
+    read_log,
+    save_checkpoint,
     save_model,
+    wrap_ddp,
 )
 
 LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable")
@@ -275,7 +279,6 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
 
 def run_rl(cfg: RLConfig) -> Path:
     import torch
-    from tqdm import tqdm
 
     from s2r.evaluate import benchmark_name
     from s2r.grader import Grader
@@ -296,7 +299,7 @@ def run_rl(cfg: RLConfig) -> Path:
             raise ValueError(f"no problems in {', '.join(cfg.data)}")
         digest = hashlib.sha256(json.dumps([(b, p.problem, p.gold) for b, p in problems]).encode()).hexdigest()
         key = cfg.key(digest)
-        info_path, ckpt_path, log_path = out / "rl.json", out / "ckpt.pt", out / "log.jsonl"
+        info_path, ckpt_path = out / "rl.json", out / "ckpt.pt"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         if info.get("key") == key and info.get("iterations", 0) >= cfg.iterations:
             if dist_.main:
@@ -306,30 +309,19 @@ def run_rl(cfg: RLConfig) -> Path:
         model, ref, tokenizer = load_models(cfg, dist_.device)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        iteration, log, state = 0, [], {}
-        if ckpt_path.exists():
-            ck = torch.load(ckpt_path, weights_only=False, map_location=dist_.device)
-            if ck["key"] == key:
-                model.load_state_dict(ck["trainable"], strict=False)
-                opt.load_state_dict(ck["opt"])
-                iteration, state = ck["iteration"], ck["baselines"]
-                log = list(read_jsonl(log_path, allow_torn_tail=True))[:iteration] if log_path.exists() else []
-                if dist_.main:
-                    print(f"resuming RL at iteration {iteration}", file=sys.stderr)
+        iteration, state = 0, {}
+        ck = load_checkpoint(ckpt_path, key, model, opt, dist_.device)
+        if ck:
+            iteration, state = ck["iteration"], ck["baselines"]
+            if dist_.main:
+                print(f"resuming RL at iteration {iteration}", file=sys.stderr)
+        log = read_log(out / "log.jsonl", iteration)
         trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-        ddp = model
-        if dist_.world > 1:
-            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
+        ddp = wrap_ddp(model, dist_)
         autocast = cfg.autocast(dist_.device)
         prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
         backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
-        writer = make_writer(out / "tb") if cfg.tensorboard and dist_.main else None
-        log_file = None
-        if dist_.main:
-            write_jsonl_atomic(log_path, log)  # drop lines past the checkpoint of a killed run
-            log_file = log_path.open("a", encoding="utf-8")
-        bar = tqdm(total=cfg.iterations, initial=iteration, desc=f"rl ({cfg.level})", unit="it", file=sys.stderr,
-                   disable=None if dist_.main else True)
+        run_log = RunLog(out, log, cfg.iterations, f"rl ({cfg.level})", "it", dist_.main, cfg.tensorboard)
         start = time.monotonic()
         with Grader(workers=1) as grader:
             while iteration < cfg.iterations:
@@ -382,26 +374,11 @@ def run_rl(cfg: RLConfig) -> Path:
                           "tokens": sum(r["tokens"] for r in everyone),
                           "gen_seconds": gen_seconds, "seconds": time.monotonic() - start}
                 log.append(record)
-                if dist_.main:
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                    bar.update(1)
-                    bar.set_postfix(reward=f"{record['reward/outcome_mean'] or 0:.2f}", acc=f"{live.get('eval/acc_final') or 0:.2f}")
-                    if writer:
-                        for k, v in record.items():
-                            if k != "iteration" and isinstance(v, (int, float)):
-                                writer.add_scalar(k, v, iteration)
-                    if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
-                        tmp = ckpt_path.with_suffix(".tmp")
-                        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if n in trainable_names}
-                        torch.save({"key": key, "iteration": iteration, "trainable": trainable, "opt": opt.state_dict(),
-                                    "baselines": state}, tmp)
-                        tmp.replace(ckpt_path)
-        bar.close()
-        if writer:
-            writer.close()
-        if log_file:
-            log_file.close()
+                run_log.write(iteration, record, reward=f"{record['reward/outcome_mean'] or 0:.2f}",
+                              acc=f"{live.get('eval/acc_final') or 0:.2f}")
+                if dist_.main and (iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations):
+                    save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, iteration=iteration, baselines=state)
+        run_log.close()
         if dist_.main:
             save_model(model, tokenizer, cfg, out)
             write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": asdict(cfg),

@@ -28,14 +28,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from s2r.config import arg
-from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from s2r.jsonl import read_jsonl, write_json_atomic
 from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.train.common import (
     Distributed,
+    RunLog,
     TrainFields,
+    load_checkpoint,
     load_models,
-    make_writer,
+    read_log,
+    save_checkpoint,
     save_model,
+    wrap_ddp,
 )
 
 
@@ -145,7 +149,6 @@ def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: floa
 
 def run_sft(cfg: SFTConfig) -> Path:
     import torch
-    from tqdm import tqdm
 
     dist_ = Distributed(cfg.device)
     try:
@@ -153,7 +156,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         out = Path(cfg.out)
         data_digest = hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest()
         key = cfg.key(data_digest)
-        info_path, ckpt_path, log_path = out / "sft.json", out / "ckpt.pt", out / "log.jsonl"
+        info_path, ckpt_path = out / "sft.json", out / "ckpt.pt"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         if info.get("key") == key and info.get("finished"):
             if dist_.main:
@@ -168,28 +171,18 @@ def run_sft(cfg: SFTConfig) -> Path:
         last = min(len(steps), cfg.max_steps or len(steps))
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        step, log = 0, []
-        if ckpt_path.exists():
-            state = torch.load(ckpt_path, weights_only=False, map_location=dist_.device)
-            if state["key"] == key:
-                model.load_state_dict(state["trainable"], strict=False)
-                opt.load_state_dict(state["opt"])
-                torch.set_rng_state(state["rng"])
-                step = state["step"]
-                log = [r for r in read_jsonl(log_path, allow_torn_tail=True)][:step] if log_path.exists() else []
-                if dist_.main:
-                    print(f"resuming SFT at step {step} of {len(steps)}", file=sys.stderr)
+        step = 0
+        state = load_checkpoint(ckpt_path, key, model, opt, dist_.device)
+        if state:
+            torch.set_rng_state(state["rng"])
+            step = state["step"]
+            if dist_.main:
+                print(f"resuming SFT at step {step} of {len(steps)}", file=sys.stderr)
+        log = read_log(out / "log.jsonl", step)
         trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-        ddp = model
-        if dist_.world > 1:
-            ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
+        ddp = wrap_ddp(model, dist_)
         autocast = cfg.autocast(dist_.device)
-        writer = make_writer(out / "tb") if cfg.tensorboard and dist_.main else None
-        log_file = None
-        if dist_.main:
-            write_jsonl_atomic(log_path, log)  # drop lines past the checkpoint of a killed run
-            log_file = log_path.open("a", encoding="utf-8")
-        bar = tqdm(total=last, initial=step, desc="sft", unit="step", file=sys.stderr, disable=None if dist_.main else True)
+        run_log = RunLog(out, log, last, "sft", "step", dist_.main, cfg.tensorboard)
         model.train()
         start = time.monotonic()
         while step < last:
@@ -213,23 +206,10 @@ def run_sft(cfg: SFTConfig) -> Path:
                       "train/kl": kl_sum / n_tokens, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
                       "seconds": time.monotonic() - start}
             log.append(record)
-            if dist_.main:
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['train/loss']:.3f}", kl=f"{record['train/kl']:.4f}")
-                if writer:
-                    for k, v in record.items():
-                        if k != "step":
-                            writer.add_scalar(k, v, step)
-                if step % cfg.ckpt_every == 0 or step == last:
-                    save_checkpoint(ckpt_path, key, step, opt,
-                                    {n: p.detach().cpu() for n, p in model.named_parameters() if n in trainable_names})
-        bar.close()
-        if writer:
-            writer.close()
-        if log_file:
-            log_file.close()
+            run_log.write(step, record, loss=f"{record['train/loss']:.3f}", kl=f"{record['train/kl']:.4f}")
+            if dist_.main and (step % cfg.ckpt_every == 0 or step == last):
+                save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, step=step, rng=torch.get_rng_state())
+        run_log.close()
         if dist_.main:
             save_model(model, tokenizer, cfg, out)
             write_json_atomic(info_path, {"key": key, "finished": step == len(steps), "steps": step, "total_steps": len(steps),
@@ -240,13 +220,3 @@ def run_sft(cfg: SFTConfig) -> Path:
         return out / "model"
     finally:
         dist_.close()
-
-
-def save_checkpoint(ckpt_path: Path, key: str, step: int, opt, trainable: dict) -> None:
-    import torch
-
-    tmp = ckpt_path.with_suffix(".tmp")
-    torch.save({"key": key, "step": step, "trainable": trainable, "opt": opt.state_dict(), "rng": torch.get_rng_state()}, tmp)
-    tmp.replace(ckpt_path)
-
-
