@@ -15,7 +15,8 @@ def test_demo_rows_files_and_reuse(tmp_path, capsys):
     assert [r["name"] for r in result["rows"]] == ["base", "base-majority4", "base-intrinsic"]
     for row in result["rows"]:
         assert 0 <= row["metrics"]["eval/acc_final"] <= 1 and row["metrics"]["eval/tokens_mean"] > 0
-    assert result["rows"][1]["metrics"]["eval/tokens_mean"] > result["rows"][0]["metrics"]["eval/tokens_mean"]
+    votes = [json.loads(line)["votes"] for line in (tmp_path / "d" / "rows" / "base-majority4.jsonl").open()]
+    assert len(votes) == 15 and all(len(v) == 4 for v in votes)  # four sampled answers per vote
     assert result["rows"][2]["metrics"]["eval/attempts_mean"] == 2.0
     html = (tmp_path / "d" / "report.html").read_text()
     assert "base-majority4" in html and html.count("<svg") >= 4 and "No run verified its own answers" in html
