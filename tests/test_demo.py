@@ -41,3 +41,24 @@ def test_quick_reuses_a_cached_full_base_model(tmp_path):
     (out / "model").mkdir(parents=True)
     (out / "base.json").write_text(json.dumps({"key": full.key()}))
     assert base_config(quick) == full
+
+
+def test_rows_of_another_model_are_not_reused(tmp_path, capsys):
+    from s2r.demo import run_row
+    from s2r.models.backend import SamplingParams
+    from s2r.models.tiny import TinyModelConfig, run_tiny_model
+    from s2r.solve import Settings
+    from s2r.tasks import arith
+    from s2r.train.base import PLAIN
+
+    a = run_tiny_model(TinyModelConfig(str(tmp_path / "a"), seed=0))
+    b = run_tiny_model(TinyModelConfig(str(tmp_path / "b"), seed=1))
+    jobs = [("arith", p, 0) for p in arith.generate("test", 3, seed=0)]
+    s = Settings(max_tokens=6, params=SamplingParams(max_tokens=6, seed=0), prompt=PLAIN)
+    source = tmp_path / "rows" / "r.jsonl.source"
+    first = run_row("r", "single", a, jobs, s, tmp_path, 4)
+    was = source.read_text()
+    assert run_row("r", "single", a, jobs, s, tmp_path, 4) == first  # same model: reused
+    assert "another model" not in capsys.readouterr().err
+    run_row("r", "single", b, jobs, s, tmp_path, 4)
+    assert "holds trajectories of another model or settings" in capsys.readouterr().err and source.read_text() != was

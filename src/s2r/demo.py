@@ -4,7 +4,7 @@ Builds (or reuses from the cache) the tiny base model, evaluates it on the test 
 strategy, and writes `DIR/results.json`, `DIR/report.html` and one trajectories file per row in
 `DIR/rows/`. A killed demo resumes: finished rows and trajectories are reused.
 
-Rows so far:
+Rows:
 - `base`: one greedy attempt; `base-majority4`: majority of 4 samples at T=0.7; `base-intrinsic`: a
   prompted review turn.
 - `bi`: behaviour initialisation (METHOD.md §2): the base model samples 5 attempts per training
@@ -12,10 +12,14 @@ Rows so far:
   self-verify / self-correct trajectories and `sft` fine-tunes the base model on them; evaluated with
   the `s2r` strategy. `plain-sft`: the same problems' correct attempts only, same steps (the paper's
   control). Their data and models are in `DIR/bi/`.
+- `orl`, `prl`: online RL from the bi model (`s2r rl`); `offline`: offline RL on the bi model's
+  filtered rollouts (`s2r offline`); in `DIR/rl/`. `prl-majorityK`: the prl model votes over K
+  sampled answers, K chosen so that its tokens per problem match prl's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -132,20 +136,36 @@ def attempt_tokens(records: list[dict], tokenizer_dir: Path) -> float:
     from s2r.format import parse
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    firsts = [parse(r["text"]).attempts[0] if r["text"] else "" for r in records]
+    firsts = [(parse(r["text"]).attempts or [""])[0] for r in records]
     return sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in firsts) / max(1, len(firsts))
+
+
+def fingerprint(model_dir: Path, strategy: str, settings: Settings) -> str:
+    """What a row's trajectories depend on: the model's weights and config, the strategy, the settings."""
+    h = hashlib.sha256(f"{strategy}|{settings!r}".encode())
+    for f in sorted(Path(model_dir).glob("*.safetensors")) + [Path(model_dir) / "config.json"]:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def run_row(name: str, strategy: str, model_dir: Path, jobs, settings: Settings, out: Path, batch_size: int,
             path: Path | None = None) -> list[dict]:
-    """Trajectories of one row, resumable: DIR/rows/NAME.jsonl (or `path`)."""
+    """Trajectories of one row, resumable: DIR/rows/NAME.jsonl (or `path`). Trajectories of another
+    model or other settings (PATH.source says whose they are) are discarded, not reused."""
     def backend():
         from s2r.models.hf import TransformersBackend
 
         return TransformersBackend.from_pretrained(str(model_dir), batch_size=batch_size)
 
-    return solve_resumable(path or out / "rows" / f"{name}.jsonl", jobs, strategy, settings, backend,
-                           chunk=batch_size, desc=name)
+    path = path or out / "rows" / f"{name}.jsonl"
+    source, fp = path.with_name(path.name + ".source"), fingerprint(model_dir, strategy, settings)
+    if source.exists() and source.read_text() != fp or not source.exists() and path.exists():
+        print(f"{path} holds trajectories of another model or settings: running {name} again", file=sys.stderr)
+        for stale in (path, path.with_name(path.name + ".partial")):
+            stale.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(source, fp)
+    return solve_resumable(path, jobs, strategy, settings, backend, chunk=batch_size, desc=name)
 
 
 def format_table(rows: list[dict]) -> str:
