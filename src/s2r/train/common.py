@@ -138,6 +138,17 @@ def make_writer(path: Path):
     return SummaryWriter(str(path))
 
 
+def finished(info_path: Path, key: str, done, main: bool, what: str) -> bool:
+    """True (and says so) when info_path records a finished run with the same key; `done(info)` tells
+    whether that run went all the way."""
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    if info.get("key") == key and done(info):
+        if main:
+            print(f"reusing the {what} in {info_path.parent / 'model'} (same data and settings)", file=sys.stderr)
+        return True
+    return False
+
+
 def read_log(path: Path, n: int) -> list[dict]:
     """The first n records of a run's log.jsonl (a killed run may have left a torn last line)."""
     from s2r.jsonl import read_jsonl

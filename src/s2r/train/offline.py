@@ -77,6 +77,12 @@ class OfflineConfig(TrainFields, MarkerFields):
 
     kl_estimator = "k3"  # for rl_accumulate: the KL is a loss term here (see the module docstring)
 
+    def key(self, rollouts_digest: str) -> str:
+        """What determines the trained weights: the settings and the rollouts."""
+        skip = ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size")
+        fields = {k: v for k, v in asdict(self).items() if k not in skip}
+        return hashlib.sha256(json.dumps([fields, rollouts_digest], sort_keys=True).encode()).hexdigest()[:16]
+
     def check(self) -> None:
         if self.level not in ("outcome", "process"):
             raise ValueError(f"level must be outcome or process, not {self.level!r}")
@@ -210,6 +216,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.train.common import (
         Distributed,
         RunLog,
+        finished,
         load_checkpoint,
         load_models,
         read_log,
@@ -251,13 +258,9 @@ def run_offline(cfg: OfflineConfig) -> Path:
                 for k, r, a in zip(kept, rewards, advantages)])
         if not kept:
             raise NoOfflineData(f"no rollout passed the selection ({counts}); widen --band or sample more")
-        key = hashlib.sha256(json.dumps([{k: v for k, v in asdict(cfg).items() if k not in ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size")},
-                                         hashlib.sha256(rollouts_path.read_bytes()).hexdigest()], sort_keys=True).encode()).hexdigest()[:16]
+        key = cfg.key(hashlib.sha256(rollouts_path.read_bytes()).hexdigest())
         info_path, ckpt_path = out / "offline.json", out / "ckpt.pt"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        if info.get("key") == key and info.get("finished"):
-            if dist_.main:
-                print(f"reusing the offline-RL model in {out / 'model'} (same data and settings)", file=sys.stderr)
+        if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "offline-RL model"):
             return out / "model"
         # 4. training
         torch.manual_seed(cfg.seed)

@@ -47,6 +47,7 @@ from s2r.train.common import (
     Distributed,
     RunLog,
     TrainFields,
+    finished,
     load_checkpoint,
     load_models,
     read_log,
@@ -300,10 +301,7 @@ def run_rl(cfg: RLConfig) -> Path:
         digest = hashlib.sha256(json.dumps([(b, p.problem, p.gold) for b, p in problems]).encode()).hexdigest()
         key = cfg.key(digest)
         info_path, ckpt_path = out / "rl.json", out / "ckpt.pt"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        if info.get("key") == key and info.get("iterations", 0) >= cfg.iterations:
-            if dist_.main:
-                print(f"reusing the RL model in {out / 'model'} (same data and settings)", file=sys.stderr)
+        if finished(info_path, key, lambda info: info.get("iterations", 0) >= cfg.iterations, dist_.main, "RL model"):
             return out / "model"
         torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_.device)

@@ -34,6 +34,7 @@ from s2r.train.common import (
     Distributed,
     RunLog,
     TrainFields,
+    finished,
     load_checkpoint,
     load_models,
     read_log,
@@ -157,10 +158,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         data_digest = hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest()
         key = cfg.key(data_digest)
         info_path, ckpt_path = out / "sft.json", out / "ckpt.pt"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        if info.get("key") == key and info.get("finished"):
-            if dist_.main:
-                print(f"reusing the fine-tuned model in {out / 'model'} (same data and settings)", file=sys.stderr)
+        if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "fine-tuned model"):
             return out / "model"
         torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_.device)
