@@ -147,18 +147,16 @@ def select(records: list[dict], band: tuple[float, float], max_actions: int, fmt
                 continue
             text, truncated = r["text"], bool(r["truncated"])
             eos = r.get("stopped", not truncated)
-            if any(s.kind == SOLVE and s.correct for s in steps):
-                cut = cut_point(steps)
-                if cut is not None and cut < len(steps) - 1:  # later actions are dropped: it ends verified
-                    text, truncated, eos = text[: actions[cut].end], False, True
-                    actions, steps = actions[: cut + 1], steps[: cut + 1]
-                elif cut is not None:
-                    truncated = False  # it ended right there
+            positive = any(s.kind == SOLVE and s.correct for s in steps)
+            cut = cut_point(steps) if positive else None
+            if cut is not None and cut < len(steps) - 1:  # later actions are dropped: it ends verified
+                text, truncated, eos = text[: actions[cut].end], False, True
+                actions, steps = actions[: cut + 1], steps[: cut + 1]
             if len(actions) > max_actions:  # counted after the cut: a long positive cut short stays
                 counts["too_many_actions"] += 1
                 continue
             kept_one = Kept(r, text, steps, [(a.start, a.end) for a in actions], truncated, acc, eos)
-            (positives if any(s.kind == SOLVE and s.correct for s in steps) else negatives).append(kept_one)
+            (positives if positive else negatives).append(kept_one)
         rng = random.Random(f"{seed}|{key[0]}|{key[1]}")
         if len(negatives) > len(positives):
             counts["negatives_dropped"] += len(negatives) - len(positives)
