@@ -156,14 +156,14 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
             failed += 1
             continue
         groups.append([(steps, r["truncated"]) for (_, steps), r in zip(graded, group)])
-        kept.append((prompts[g // samples], group))
+        kept.append((prompts[g // samples], group, [actions for actions, _ in graded]))
     advs, state = ADVANTAGES[level](groups, state, settings, stats_reduce)
     rollouts = []
     flat_steps = []
-    for (prompt, group), g_steps, g_adv in zip(kept, groups, advs):
-        for r, (steps, truncated), adv in zip(group, g_steps, g_adv):
+    for (prompt, group, g_actions), g_steps, g_adv in zip(kept, groups, advs):
+        for r, actions, (steps, truncated), adv in zip(group, g_actions, g_steps, g_adv):
             text = r["text"]
-            spans = [(0, len(text))] if level == "outcome" else parse(text, fmt).spans
+            spans = [(0, len(text))] if level == "outcome" else [(a.start, a.end) for a in actions]
             # the EOS is trained where the model emitted it, not where the loop cut it off
             ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated))
             rollouts.append(Rollout(ids, parts, adv))
@@ -232,16 +232,17 @@ def fold_kl_into(rollouts: list[Rollout], kl_coef: float) -> list[float]:
     import torch
 
     from s2r.train.advantages import fold_kl
+    from s2r.train.losses import k1 as k1_of
+    from s2r.train.losses import part_sums
 
     all_k1 = []
     for r in rollouts:
         if r.ref_logp is None:
             continue
-        ids = torch.tensor(r.parts[1:])
-        k1 = torch.tensor(r.old_logp, dtype=torch.float64) - torch.tensor(r.ref_logp, dtype=torch.float64)  # [T-1]
-        keep = ids >= 0
-        sums = torch.zeros(len(r.adv), dtype=torch.float64).index_add(0, ids[keep], k1[keep])
-        all_k1 += k1[keep].tolist()
+        ids = torch.tensor(r.parts[1:])  # [T-1]
+        k1 = k1_of(torch.tensor(r.old_logp, dtype=torch.float64), torch.tensor(r.ref_logp, dtype=torch.float64))  # [T-1]
+        sums = part_sums(k1, ids, len(r.adv))  # [n_parts]
+        all_k1 += k1[ids >= 0].tolist()
         if kl_coef:
             r.adv = fold_kl(torch.tensor(r.adv, dtype=torch.float64), sums, kl_coef).tolist()
     return all_k1
