@@ -39,6 +39,38 @@ def test_batched_greedy_equals_one_at_a_time(backend):
         assert b.token_ids == alone.token_ids and b.text == alone.text
 
 
+def test_decode_equals_generate_and_dropping_finished_rows_changes_no_other_row(backend):
+    from s2r.models.decode import decode
+
+    tok, model = backend.tokenizer, backend.model
+    prompts = ["Question: 1+1\nAnswer:\n", "hi", "a much longer prompt than the others", "x", "Compute 4 + 5.", "zz"]
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    ref = model.generate(**enc, max_new_tokens=30, do_sample=False, temperature=None, top_p=None, top_k=None,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[:, enc["input_ids"].shape[1]:].tolist()
+    ref = [r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r for r in ref]
+    new, _ = decode(model, enc["input_ids"], enc["attention_mask"], 30, tok.eos_token_id)
+    assert new == ref
+    # a stop rule that ends rows at different steps: the others go on exactly as before
+    def ends(ids: list[int]) -> bool:
+        return len(ids) >= 2 + ids[0] % 13
+
+    cut = [next((r[: i + 1] for i in range(len(r)) if ends(r[: i + 1])), r) for r in ref]
+    assert len({len(c) for c in cut}) > 2
+    new, _ = decode(model, enc["input_ids"], enc["attention_mask"], 30, tok.eos_token_id, stopped=ends)
+    assert new == cut
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    from s2r.models.decode import next_tokens
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[0.5, 0.3, 0.2]]).log().expand(2000, 3)
+    assert set(next_tokens(logits, 1.0, 0.6).tolist()) == {0, 1}
+    assert set(next_tokens(logits, 1.0, 0.5).tolist()) == {0}
+    assert set(next_tokens(logits, 1.0, 1.0).tolist()) == {0, 1, 2}
+    assert next_tokens(logits, 0.0, 1.0).unique().tolist() == [0]
+
+
 def test_logprobs_match_a_forward_pass(backend):
     prompt = "Question: 2+2\nAnswer:\n"
     (c,) = backend.complete([prompt], SamplingParams(max_tokens=12, logprobs=True))

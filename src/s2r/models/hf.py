@@ -1,4 +1,4 @@
-"""Generation with a local Hugging Face causal LM: batched, left-padded, KV-cached `generate`."""
+"""Generation with a local Hugging Face causal LM: batched, left-padded, KV-cached (`decode.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from s2r.models.backend import Completion, SamplingParams, cut_at_stop
+from s2r.models.decode import decode
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -33,7 +34,7 @@ def load_model(path: str, device: str = "auto", dtype: str = "auto"):
 
 
 class TransformersBackend:
-    """complete() runs `model.generate` on batches of prompts sorted by length (less padding).
+    """complete() decodes batches of prompts sorted by length (less padding), dropping finished rows.
 
     Returned token ids stop at (and include) the first EOS; a stop string ends the text before it,
     like the OpenAI API, and the token that completed it is the last id returned.
@@ -77,20 +78,14 @@ class TransformersBackend:
         if max_new <= 0:
             err = f"prompt of {prompt_len} tokens leaves no room in {self.max_positions} positions"
             return [Completion("", "error", 0, error=err) for _ in prompts]
-        kwargs = dict(max_new_tokens=max_new, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                      return_dict_in_generate=True, output_logits=params.logprobs)
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
-        gen = self.model.generate(**enc, **kwargs)
-        new = gen.sequences[:, prompt_len:].tolist()  # [B, T]
-        logps = None
-        if params.logprobs:
-            logits = torch.stack(gen.logits, dim=1).float()  # [B, T, V], before any sampling warper
-            logps = torch.log_softmax(logits, dim=-1).gather(-1, gen.sequences[:, prompt_len:, None])[..., 0]
+        tail = max((len(s) for s in params.stop), default=0) + 2  # tokens enough to hold any stop string
+
+        def stopped(ids: list[int]) -> bool:
+            text = tok.decode(ids[-tail:], skip_special_tokens=True)
+            return any(s in text for s in params.stop)
+
+        new, logps = decode(self.model, enc["input_ids"], enc["attention_mask"], max_new, tok.eos_token_id,
+                            params.temperature, params.top_p, params.logprobs, stopped if params.stop else None)
         results = []
         for b, ids in enumerate(new):
             finish = "length"
@@ -107,7 +102,7 @@ class TransformersBackend:
                     text += hit if params.include_stop else ""
             results.append(Completion(
                 text=text, finish_reason=finish, num_tokens=len(ids), token_ids=ids, stop_string=hit,
-                logprobs=logps[b, : len(ids)].tolist() if logps is not None else None,
+                logprobs=logps[b][: len(ids)] if logps is not None else None,
                 prompt_tokens=int(enc["attention_mask"][b].sum()),
             ))
         return results
