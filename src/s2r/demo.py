@@ -186,8 +186,16 @@ def run_demo(cfg: DemoConfig) -> dict:
     start = time.monotonic()
     n_test = cfg.test_problems or (200 if cfg.quick else 1000)
     print(f"s2r demo: seed {cfg.seed}, {n_test} test problems of the embedded arithmetic task", file=sys.stderr)
-    base_dir = train_base(base_config(cfg))
-    models = bi_stage(cfg, base_dir, out, cfg.batch_size)
+    seconds: dict[str, float] = {}  # wall clock of each stage, for the table's footnote
+
+    def timed(stage: str, fn, *args):
+        t = time.monotonic()
+        result = fn(*args)
+        seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - t
+        return result
+
+    base_dir = timed("base model", train_base, base_config(cfg))
+    models = timed("bi data and sft", bi_stage, cfg, base_dir, out, cfg.batch_size)
     jobs = [("arith", p, 0) for p in arith.generate("test", n_test, cfg.seed)]
     greedy = Settings(max_tokens=200, params=SamplingParams(max_tokens=200, seed=cfg.seed), prompt=PLAIN)
     sampled = replace(greedy, votes=cfg.votes, params=replace(greedy.params, temperature=0.7))
@@ -199,20 +207,23 @@ def run_demo(cfg: DemoConfig) -> dict:
     ]
     if models:
         plan += [("plain-sft", "single", models["plain-sft"], greedy), ("bi", "s2r", models["bi"], s2r)]
-    runs = {name: run_row(name, strategy, model, jobs, s, out, cfg.batch_size) for name, strategy, model, s in plan}
+    runs = {name: timed("evaluation", run_row, name, strategy, model, jobs, s, out, cfg.batch_size)
+            for name, strategy, model, s in plan}
     if models:
-        models.update(rl_stage(cfg, models["bi"], out))
+        models.update(timed("rl", rl_stage, cfg, models["bi"], out))
         for name in [n for n in ("orl", "prl", "offline") if n in models]:
-            runs[name] = run_row(name, "s2r", models[name], jobs, s2r, out, cfg.batch_size)
+            runs[name] = timed("evaluation", run_row, name, "s2r", models[name], jobs, s2r, out, cfg.batch_size)
         # Same compute: the prl model samples k single answers and votes, k from prl's tokens per problem
         k = max(2, round(compute_metrics(runs["prl"])["overall"]["eval/tokens_mean"] / attempt_tokens(runs["prl"], models["prl"])))
-        runs[f"prl-majority{k}"] = run_row(f"prl-majority{k}", "majority", models["prl"], jobs, replace(sampled, votes=k),
-                                           out, cfg.batch_size)
+        runs[f"prl-majority{k}"] = timed("evaluation", run_row, f"prl-majority{k}", "majority", models["prl"], jobs,
+                                         replace(sampled, votes=k), out, cfg.batch_size)
     rows = [{"name": name, "metrics": compute_metrics(records)["overall"]} for name, records in runs.items()]
-    result = {"seed": cfg.seed, "test_problems": n_test, "base_model": str(base_dir), "rows": rows}
+    result = {"seed": cfg.seed, "test_problems": n_test, "base_model": str(base_dir), "rows": rows,
+              "seconds": {stage: round(t, 1) for stage, t in seconds.items()}}
     write_json_atomic(out / "results.json", result)
     write_atomic(out / "report.html", render_report(f"s2r demo · embedded arithmetic · seed {cfg.seed}", runs,
                                                     meta={"seed": cfg.seed, "test_problems": n_test, "base_model": str(base_dir)}))
     print(format_table(rows))
+    print("seconds: " + ", ".join(f"{stage} {t:.0f}" for stage, t in seconds.items()), file=sys.stderr)
     print(f"wrote {out / 'results.json'} and {out / 'report.html'} in {time.monotonic() - start:.0f}s", file=sys.stderr)
     return result
