@@ -49,14 +49,14 @@ class DemoConfig:
     test_problems: int | None = arg(None, help="test problems (default 1000, --quick 200)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
-    base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 900)")
+    base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 600)")
     votes: int = arg(4, help="base-majority: samples per vote")
     bi_problems: int = arg(1000, help="BI: training problems to sample from (--quick 300)")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
     sft_epochs: int = arg(4, help="BI and plain SFT: epochs")
     sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
     sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
-    rl_iterations: int = arg(30, help="ORL and PRL: iterations (--quick 8)")
+    rl_iterations: int = arg(30, help="ORL and PRL: iterations (--quick 4)")
     rl_prompts: int = arg(16, help="ORL and PRL: prompts per iteration (× 4 samples)")
     rl_lr: float = arg(2e-4, help="ORL, PRL and offline: learning rate")
     rl_kl: float = arg(0.01, help="ORL and PRL: β of the k1 KL to the bi model")
@@ -75,7 +75,7 @@ def base_config(cfg: DemoConfig) -> BaseConfig:
     if cfg.base_max_steps:
         return placed(replace(full, max_steps=cfg.base_max_steps))
     if cfg.quick and not is_trained(full):
-        return placed(replace(full, max_steps=900))
+        return placed(replace(full, max_steps=600))
     return full
 
 
@@ -114,7 +114,7 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, out: Path) -> dict[str, Path]:
     stage = out / "rl"
     common = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
                   seed=cfg.seed, system="", template="plain", micro_batch_size=16, generation_batch_size=cfg.batch_size)
-    online = dict(common, limit=5000, iterations=cfg.rl_iterations if not cfg.quick else min(cfg.rl_iterations, 8),
+    online = dict(common, limit=5000, iterations=cfg.rl_iterations if not cfg.quick else min(cfg.rl_iterations, 4),
                   prompts=cfg.rl_prompts, samples=4, updates=2, kl_coef=cfg.rl_kl)
     models = {
         "orl": run_rl(RLConfig(**online, level="outcome", out=str(stage / "orl"))),
@@ -186,7 +186,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     start = time.monotonic()
     n_test = cfg.test_problems or (200 if cfg.quick else 1000)
     print(f"s2r demo: seed {cfg.seed}, {n_test} test problems of the embedded arithmetic task", file=sys.stderr)
-    seconds: dict[str, float] = {}  # wall clock of each stage, for the table's footnote
+    seconds: dict[str, float] = {}  # wall clock of each stage -> results.json "seconds"
 
     def timed(stage: str, fn, *args):
         t = time.monotonic()

@@ -2,7 +2,7 @@
 
 Endpoints: GET /v1/models, GET /health, POST /v1/completions, POST /v1/chat/completions with
 `n`, `temperature` (default 1, as in the OpenAI API), `top_p`, `max_tokens`, `stop`, `seed`.
-No streaming. Requests that arrive together are batched into one `generate` call (requests with the
+No streaming. Requests that arrive together are batched into one backend call (requests with the
 same sampling settings share a batch). Binds 127.0.0.1 unless told otherwise; with `--api-key` every
 request needs `Authorization: Bearer KEY`.
 """
@@ -32,7 +32,7 @@ class ServeConfig:
     port: int = arg(8000, help="port (0 = any free port)")
     api_key: str | None = arg(None, help="require 'Authorization: Bearer KEY' on every request")
     served_name: str | None = arg(None, help="model name clients use (default: the folder name)")
-    batch_size: int = arg(32, help="largest generate() batch")
+    batch_size: int = arg(32, help="largest batch of one backend call")
     batch_wait_ms: float = arg(5.0, help="how long to wait for more requests to batch together")
     max_tokens_default: int = arg(512, help="max_tokens of a chat request that gives none")
     device: str = arg("auto", help="auto, cpu, cuda, cuda:1, ...")
