@@ -49,18 +49,18 @@ class DemoConfig:
     test_problems: int | None = arg(None, help="test problems (default 1000, --quick 200)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
-    base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 600)")
+    base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 300)")
     votes: int = arg(4, help="base-majority: samples per vote")
     bi_problems: int = arg(1000, help="BI: training problems to sample from (--quick 300)")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
     sft_epochs: int = arg(4, help="BI and plain SFT: epochs")
     sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
     sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
-    rl_iterations: int = arg(30, help="ORL and PRL: iterations (--quick 4)")
+    rl_iterations: int = arg(30, help="ORL and PRL: iterations (--quick 2)")
     rl_prompts: int = arg(16, help="ORL and PRL: prompts per iteration (× 4 samples)")
     rl_lr: float = arg(2e-4, help="ORL, PRL and offline: learning rate")
     rl_kl: float = arg(0.01, help="ORL and PRL: β of the k1 KL to the bi model")
-    offline_problems: int = arg(300, help="offline: training problems (× 8 samples; --quick 100)")
+    offline_problems: int = arg(300, help="offline: training problems (× 8 samples; --quick 50)")
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
 
@@ -75,7 +75,7 @@ def base_config(cfg: DemoConfig) -> BaseConfig:
     if cfg.base_max_steps:
         return placed(replace(full, max_steps=cfg.base_max_steps))
     if cfg.quick and not is_trained(full):
-        return placed(replace(full, max_steps=600))
+        return placed(replace(full, max_steps=300))
     return full
 
 
@@ -114,13 +114,13 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, out: Path) -> dict[str, Path]:
     stage = out / "rl"
     common = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
                   seed=cfg.seed, system="", template="plain", micro_batch_size=16, generation_batch_size=cfg.batch_size)
-    online = dict(common, limit=5000, iterations=cfg.rl_iterations if not cfg.quick else min(cfg.rl_iterations, 4),
+    online = dict(common, limit=5000, iterations=cfg.rl_iterations if not cfg.quick else min(cfg.rl_iterations, 2),
                   prompts=cfg.rl_prompts, samples=4, updates=2, kl_coef=cfg.rl_kl)
     models = {
         "orl": run_rl(RLConfig(**online, level="outcome", out=str(stage / "orl"))),
         "prl": run_rl(RLConfig(**online, level="process", out=str(stage / "prl"))),
     }
-    n = cfg.offline_problems if not cfg.quick else min(cfg.offline_problems, 100)
+    n = cfg.offline_problems if not cfg.quick else min(cfg.offline_problems, 50)
     try:
         models["offline"] = run_offline(OfflineConfig(**common, limit=n, out=str(stage / "offline"), batch_size=16,
                                                       kl_coef=0.05))
