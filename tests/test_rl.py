@@ -203,6 +203,32 @@ def test_two_processes_run_one_iteration(policy):
     assert record["rollouts"] == 8  # both processes' rollouts, gathered
 
 
+def test_a_process_without_prompts_joins_with_weight_zero(policy):
+    """One prompt per iteration on two processes: the second has no rollouts and joins every step's
+    all-reduce with a borrowed rollout at weight 0, so the run equals a one-process run."""
+    from safetensors.torch import load_file
+
+    one = _cfg(policy, "one-process", prompts=1, samples=6, iterations=6)
+    run_rl(one)
+    assert any(r["train/loss"] != 0 for r in _log(one))  # some update moved the policy
+    root, model = policy
+    out = root / "two-processes"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "s2r.cli", "rl",
+           model, "--data", "arith:train", "--limit", "24", "--out", str(out), "--iterations", "6", "--prompts", "1",
+           "--samples", "6", "--max-tokens", "240", "--updates", "2", "--micro-batch-size", "4", "--lr", "2e-3",
+           "--kl-coef", "0.05", "--temperature", "1.0", "--system", "", "--template", "plain", "--tensorboard", "false",
+           "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = list(read_jsonl(out / "log.jsonl"))
+    assert [r["rollouts"] for r in two] == [6] * 6
+    for a, b in zip(two, _log(one)):
+        assert a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-6)
+    mine, theirs = load_file(Path(one.out) / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    for name, t in mine.items():
+        torch.testing.assert_close(theirs[name], t, rtol=1e-5, atol=1e-6)
+
+
 def test_offline_selects_and_trains_on_given_rollouts(policy):
     """Rollouts already in OUT/rollouts.jsonl are not sampled again (a resumed run): hand-made ones
     here, so that selection sees positives and negatives; then the real model trains on them."""

@@ -345,6 +345,11 @@ def run_rl(cfg: RLConfig) -> Path:
                 order = list(range(len(rollouts)))
                 random.Random(f"{cfg.seed}|{iteration}|{dist_.rank}").shuffle(order)
                 shares = [[rollouts[i] for i in order[u :: cfg.updates]] for u in range(cfg.updates)]
+                # A process with nothing to train on (fewer prompts than processes, or every generation
+                # failed) still joins each step's all-reduce, with a rollout borrowed from another one.
+                spare = rollouts[:1]
+                if dist_.sum([float(not rollouts)])[0]:
+                    spare = next((part for part in dist_.gather(rollouts[:1]) if part), [])
                 totals = [0.0, 0.0, 0.0, 0.0]  # Σ surrogate, Σ k3, clipped parts, parts
                 for share in shares:
                     n_parts, n_tokens = dist_.sum([sum(len(r.adv) for r in share),
@@ -353,7 +358,7 @@ def run_rl(cfg: RLConfig) -> Path:
                         continue
                     weight, micros = 1.0, [share[i : i + cfg.micro_batch_size] for i in range(0, len(share), cfg.micro_batch_size)]
                     if not micros:  # nothing on this process: join the all-reduce with zero weight
-                        micros, weight = [rollouts[:1]], 0.0
+                        micros, weight = [spare], 0.0
                     sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weight,
                                                    tokenizer.pad_token_id, dist_.device, autocast))
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
