@@ -3,6 +3,7 @@ difficulty caps, the trained spans and the token mask of a three-attempt traject
 
 
 import pytest
+from servers import free_port, start_server
 
 from s2r.cli import main
 from s2r.data.build import BuildConfig, run_build, trained_spans
@@ -13,8 +14,6 @@ from s2r.jsonl import read_jsonl, write_jsonl_atomic
 from s2r.models.tiny import char_tokenizer
 from s2r.tasks.benchmarks import load_problems
 from s2r.train.batching import encode_spans
-
-from servers import free_port, start_server
 
 
 def attempt(benchmark, problem, sample, text, answer, grade, pid=None):

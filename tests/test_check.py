@@ -8,7 +8,6 @@ import sys
 import time
 from collections import Counter
 
-
 from s2r.cli import main
 from s2r.jsonl import read_jsonl
 from s2r.tasks import load_problems

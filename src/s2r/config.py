@@ -13,8 +13,8 @@ Unknown YAML keys and wrong types are errors. Field help is the documentation (`
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path

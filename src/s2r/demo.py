@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-
 from s2r.config import arg, cache_root
 from s2r.evaluate import solve_resumable
 from s2r.jsonl import write_atomic, write_json_atomic
