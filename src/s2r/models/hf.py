@@ -88,10 +88,7 @@ class TransformersBackend:
                             params.temperature, params.top_p, params.logprobs, stopped if params.stop else None)
         results = []
         for b, ids in enumerate(new):
-            finish = "length"
-            if tok.eos_token_id in ids:
-                ids = ids[: ids.index(tok.eos_token_id) + 1]
-                finish = "stop"
+            finish = "stop" if ids and ids[-1] == tok.eos_token_id else "length"  # decode ends a row at EOS
             text = tok.decode(ids, skip_special_tokens=True)
             hit = None
             if params.stop:
