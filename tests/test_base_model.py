@@ -37,7 +37,7 @@ def test_a_few_dozen_steps_lower_the_loss_and_beat_chance():
     torch.manual_seed(0)
     model, tok = build_tiny_model(TinyModelConfig("unused", hidden_size=64, layers=2, heads=4, intermediate_size=128))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    train = list(arith.generate("train", 40 * 16, seed=0))
+    train = list(arith.generate("base", 40 * 16, seed=0))
 
     def batch_of(problems):
         return collate([encode(tok, base.render_prompt(base.messages_for(p.problem, base.PLAIN), base.PLAIN),

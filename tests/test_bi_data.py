@@ -26,9 +26,9 @@ def attempt(benchmark, problem, sample, text, answer, grade, pid=None):
 
 
 def arith_attempts(path):
-    p = "Compute 47 + 8 - 9."  # = 46
-    answers = [("46", "correct"), ("45", "incorrect"), ("45", "incorrect"), (None, "incorrect"), ("44", "incorrect")]
-    rows = [attempt("arith", p, i, f"47 + 8 = 55\n55 - 9 = {a}\nThe answer is \\boxed{{{a}}}." if a else "47 + 8 =", a, g)
+    p = "Compute 91 / 7."  # = 13
+    answers = [("13", "correct"), ("12", "incorrect"), ("12", "incorrect"), (None, "incorrect"), ("14", "incorrect")]
+    rows = [attempt("arith", p, i, f"91 / 7 = {a}\nThe answer is \\boxed{{{a}}}." if a else "91 / 7 =", a, g)
             for i, (a, g) in enumerate(answers)]
     write_jsonl_atomic(path, rows)
 
@@ -38,10 +38,10 @@ def test_arith_verify_one_per_distinct_answer_with_cache(tmp_path, capsys, monke
     cfg = VerifyConfig(str(tmp_path / "a.jsonl"), out=str(tmp_path / "v.jsonl"), cache=str(tmp_path / "cache.jsonl"))
     stats = run_verify(cfg)
     out = {r["answer"]: r for r in read_jsonl(tmp_path / "v.jsonl")}
-    assert sorted(out) == ["44", "45", "46"]  # the attempt without an answer is not verified...
+    assert sorted(out) == ["12", "13", "14"]  # the attempt without an answer is not verified...
     assert {r["wrong"] for r in out.values()} == {4}  # ...but counts as wrong
-    assert out["45"]["count"] == 2 and out["46"]["verdict"] == "correct" and out["44"]["verdict"] == "incorrect"
-    assert all(r["agrees"] for r in out.values()) and out["46"]["solution"].endswith("\\boxed{46}.")
+    assert out["12"]["count"] == 2 and out["13"]["verdict"] == "correct" and out["14"]["verdict"] == "incorrect"
+    assert all(r["agrees"] for r in out.values()) and out["13"]["solution"].endswith("\\boxed{13}.")
     assert stats["correct"] == {"answers": 1, "agree": 1, "unparsable": 0} and stats["incorrect"]["agree"] == 2
     assert "judged incorrect      2 (100.0%)" in capsys.readouterr().out
     # A second run on the same answers asks the teacher nothing: everything comes from the cache.

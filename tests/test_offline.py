@@ -8,8 +8,8 @@ from s2r.tasks import arith
 from s2r.train.advantages import Step
 from s2r.train.offline import cut_point, dataset_advantages, select
 
-P = "Compute 47 + 8."
-RIGHT, WRONG = arith.solution(P), arith.solution(P).replace("55", "54")
+P = "Compute 91 / 7."
+RIGHT, WRONG = arith.solution(P), arith.guess_text(P, 12)
 SAYS_RIGHT, SAYS_WRONG = F.correct_sentence, F.incorrect_sentence
 
 

@@ -50,10 +50,10 @@ def _record(text, grades, truncated=False, reason="match"):
 
 def test_rollouts_carry_one_part_per_action_and_leave_out_grader_failures():
     tok = char_tokenizer()
-    p = "Compute 47 + 8."
-    right, wrong = arith.solution(p), arith.solution(p).replace("55", "54")
-    two = render([wrong, right], [arith.confirmative_check(p, "54"), arith.confirmative_check(p, "55")])
-    one = render([right], [arith.confirmative_check(p, "55")])
+    p = "Compute 91 / 7."
+    right, wrong = arith.solution(p), arith.guess_text(p, 12)
+    two = render([wrong, right], [arith.confirmative_check(p, "12"), arith.confirmative_check(p, "13")])
+    one = render([right], [arith.confirmative_check(p, "13")])
     records = [_record(two, ["incorrect", "correct"]), _record(one, ["correct"]),
                _record(one, ["correct"], reason="timeout after 2s"), _record(two, ["incorrect", "correct"])]
     rollouts, state, observed, left_out = make_rollouts(records, ["Q1", "Q2"], tok, "process", arith.DEFAULT_FORMAT, {},
@@ -208,14 +208,14 @@ def test_a_process_without_prompts_joins_with_weight_zero(policy):
     all-reduce with a borrowed rollout at weight 0, so the run equals a one-process run."""
     from safetensors.torch import load_file
 
-    one = _cfg(policy, "one-process", prompts=1, samples=6, iterations=6)
+    one = _cfg(policy, "one-process", prompts=1, samples=6, iterations=6, max_tokens=400)  # room for a retry
     run_rl(one)
     assert any(r["train/loss"] != 0 for r in _log(one))  # some update moved the policy
     root, model = policy
     out = root / "two-processes"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "s2r.cli", "rl",
            model, "--data", "arith:train", "--limit", "24", "--out", str(out), "--iterations", "6", "--prompts", "1",
-           "--samples", "6", "--max-tokens", "240", "--updates", "2", "--micro-batch-size", "4", "--lr", "2e-3",
+           "--samples", "6", "--max-tokens", "400", "--updates", "2", "--micro-batch-size", "4", "--lr", "2e-3",
            "--kl-coef", "0.05", "--temperature", "1.0", "--system", "", "--template", "plain", "--tensorboard", "false",
            "--threads", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)

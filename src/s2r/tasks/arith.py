@@ -1,45 +1,47 @@
-"""The embedded task: seeded multi-step arithmetic with exact grading and programmatic verifiers.
+"""The embedded task: seeded exact division, with exact grading and programmatic verifiers.
 
-A problem is a chain of additions and subtractions that starts from a two-digit number; every
-running total stays ≥ 0. Levels 1–5 add steps and digits:
+A problem divides a number by a one-digit divisor without remainder: "Compute 6118 / 7." (the
+answer, the quotient, is 10..999; 7,920 problems). Levels 1–5 group the divisors by how hard
+dividing by them is for the tiny model (seed-0 base models solved 89–92% at level 1 and 6–17% at
+level 5; the quotient's size matters little):
 
-    level  steps  operands              example
-    1      2      2..5                  Compute 47 + 3 - 5.
-    2      2      2..9                  Compute 47 + 8 - 9.
-    3      3      2..9                  Compute 47 + 8 - 9 + 6.
-    4      4      2..9, one 10..19      Compute 47 + 8 - 19 + 6 - 3.
-    5      5      2..9, two 10..19      Compute 47 + 8 - 19 + 6 - 13 + 5.
+    level  divisor  example
+    1      2, 5     Compute 1748 / 2.
+    2      3, 9     Compute 6318 / 9.
+    3      4, 6     Compute 2544 / 6.
+    4      7        Compute 6118 / 7.
+    5      8        Compute 4816 / 8.
 
-The solution writes one running total per line and boxes the last; a tiny model trained from
-scratch learns the single steps fast but slips now and then (mostly at the teen operands of levels 4
-and 5), so accuracy falls with the number of steps.
+The solution is a direct guess ("91 / 7 = 13"): a tiny model trained from scratch learns to guess
+the leading digits well and the rest only roughly, so on problems it never saw it misses by a few
+units or tens.
 
-The *confirmative* check is easier than solving, which is what self-verification needs: it follows
-only the last digits (one-digit sums and differences, no carries) and compares the result with the
-claimed answer's last digit. It never re-solves, so it does not repeat the solver's slips; it catches
-every slip that changes the last digit (87% of the seed-0 base model's wrong answers) and tells the
-retry which digit the answer must end in. An earlier check undid every step from the answer back to
-the first number: exact, but as hard as solving, so the tiny model rejected most of its own correct
-answers. The *problem-solving* check re-derives the answer and compares, repeating the solver's own
-mistakes.
+The *confirmative* check is easier than solving, which is what self-verification needs: it
+multiplies the guess back by parts (one-digit products, then additions), compares the product with
+the number digit by digit from the left, and, when they differ, says by how much the guess is off
+and what the answer must be. Every step is a small, local fact — a one-digit product, a sum, a
+subtraction, a comparison of two digits — so the check stays right where the guess, an inverse the
+model only approximates, fails. (The arithmetic task this replaced — chains of additions and
+subtractions — could not be checked by its own solver: checking used the same skills as solving, so
+the check failed where the solver did; README, "what the runs show".) The *problem-solving* check
+re-derives the answer and compares, repeating the solver's own mistakes.
 
-Splits are disjoint by construction: a problem belongs to train, val or test by a hash of its text
-and the task seed, so a test problem can never be generated for training.
+Splits are disjoint by construction: a problem belongs to a split by a hash of its text and the task
+seed. `base` (40%) trains the base model, `train` (35%, problems the base model never saw) is where
+behaviour initialisation and RL sample, `val` (5%) stops base training, `test` (20%) is evaluated.
 """
 
 import hashlib
 import random
 from collections.abc import Iterator
+from functools import cache
 
 from s2r.format import DEFAULT_FORMAT, TrajectoryFormat
 from s2r.tasks.benchmarks import Problem
 
-# level -> the range of each operand after the first (a two-digit number). Level 1 has two small
-# steps, not one: one-step problems are too few for a 200-problem test share of distinct problems.
-TINY, ONE, TEEN = (2, 5), (2, 9), (10, 19)
-LEVELS = {1: (TINY, TINY), 2: (ONE, ONE), 3: (ONE, ONE, ONE), 4: (ONE, TEEN, ONE, ONE), 5: (ONE, TEEN, ONE, TEEN, ONE)}
-SPLITS = {"train": (0, 80), "val": (80, 90), "test": (90, 100)}  # share of the hash space, in %
-SIZES = {"train": 50_000, "val": 1_000, "test": 1_000}  # default number of problems per split
+DIVISORS, QUOTIENTS = range(2, 10), range(10, 1000)
+LEVELS = {1: (2, 5), 2: (3, 9), 3: (4, 6), 4: (7,), 5: (8,)}  # level -> its divisors
+SPLITS = {"base": (0, 40), "train": (40, 75), "val": (75, 80), "test": (80, 100)}  # share of the hash space, in %
 
 
 def split_of(text: str, seed: int) -> str:
@@ -47,50 +49,45 @@ def split_of(text: str, seed: int) -> str:
     return next(name for name, (lo, hi) in SPLITS.items() if lo <= bucket < hi)
 
 
-def operands_of(problem: str) -> tuple[list[int], list[str]]:
-    """'Compute 47 + 38 - 19.' -> ([47, 38, 19], ['+', '-'])."""
-    tokens = problem.removeprefix("Compute ").rstrip(".").split()
-    return [int(t) for t in tokens[0::2]], tokens[1::2]
+def problem_text(n: int, d: int) -> str:
+    return f"Compute {n} / {d}."
 
 
-def running_totals(numbers: list[int], ops: list[str]) -> list[int]:
-    totals = [numbers[0]]
-    for n, op in zip(numbers[1:], ops):
-        totals.append(totals[-1] + n if op == "+" else totals[-1] - n)
-    return totals
+def operands_of(problem: str) -> tuple[int, int]:
+    """'Compute 91 / 7.' -> (91, 7)."""
+    n, slash, d = problem.removeprefix("Compute ").rstrip(".").split()
+    if slash != "/":
+        raise ValueError(f"not a division problem: {problem!r}")
+    return int(n), int(d)
 
 
-def make_problem(rng: random.Random, level: int) -> str:
-    total = rng.randint(10, 99)
-    text = f"Compute {total}"
-    for lo, hi in LEVELS[level]:
-        n = rng.randint(lo, hi)
-        op = "-" if rng.random() < 0.5 and n <= total else "+"  # running totals stay ≥ 0
-        total = total + n if op == "+" else total - n
-        text += f" {op} {n}"
-    return text + "."
+def level_of(divisor: int) -> int:
+    return next(level for level, divisors in LEVELS.items() if divisor in divisors)
+
+
+@cache
+def pairs_of(split: str, seed: int) -> tuple[tuple[int, int], ...]:
+    """Every (quotient, divisor) of a split, in a seeded order."""
+    pairs = [(q, d) for q in QUOTIENTS for d in DIVISORS if split_of(problem_text(q * d, d), seed) == split]
+    random.Random(f"arith|{seed}|{split}").shuffle(pairs)
+    return tuple(pairs)
 
 
 def generate(split: str = "test", n: int | None = None, seed: int = 0) -> Iterator[Problem]:
-    """The first n problems of a split (levels cycle 1..5), the same for the same seed."""
+    """The first n problems of a split (all of it by default), the same for the same seed. Only
+    `base`, the base model's training stream, repeats: it runs through its problems epoch after
+    epoch, each in a new seeded order; other splits end when their problems do."""
     if split not in SPLITS:
         raise ValueError(f"arith has splits {', '.join(SPLITS)}, not {split!r}")
-    rng = random.Random(f"arith|{seed}|{split}")
-    count = SIZES[split] if n is None else n
-    made, seen, tries = 0, set(), 0
-    while made < count:
-        tries += 1
-        if tries > 1000 * (count + 100):
-            raise RuntimeError(f"arith: cannot find {count} distinct {split} problems")
-        level = made % 5 + 1
-        text = make_problem(rng, level)
-        if split_of(text, seed) != split or (split != "train" and text in seen):
-            continue  # train may repeat a problem (level 1 has only ~13k); val and test never do
-        seen.add(text)
-        numbers, ops = operands_of(text)
-        yield Problem(id=f"arith-{seed}/{split}/{made}", problem=text, gold=str(running_totals(numbers, ops)[-1]),
-                      level=level, subject="arithmetic")
-        made += 1
+    pairs = list(pairs_of(split, seed))
+    count = len(pairs) if n is None else n if split == "base" else min(n, len(pairs))
+    for i in range(count):
+        epoch, j = divmod(i, len(pairs))
+        if j == 0 and epoch:
+            random.Random(f"arith|{seed}|{split}|{epoch}").shuffle(pairs)
+        q, d = pairs[j]
+        yield Problem(id=f"arith-{seed}/{split}/{i}", problem=problem_text(q * d, d), gold=str(q), level=level_of(d),
+                      subject="division")
 
 
 def load(name: str, limit: int | None = None) -> list[Problem]:
@@ -104,12 +101,15 @@ def load(name: str, limit: int | None = None) -> list[Problem]:
 # ----------------------------------------------------------------------------------- texts
 
 
+def guess_text(problem: str, answer: int | str) -> str:
+    n, d = operands_of(problem)
+    return f"{n} / {d} = {answer}\nThe answer is \\boxed{{{answer}}}."
+
+
 def solution(problem: str) -> str:
-    """The step-by-step solution the base model is trained on."""
-    numbers, ops = operands_of(problem)
-    totals = running_totals(numbers, ops)
-    lines = [f"{a} {op} {n} = {t}" for a, op, n, t in zip(totals, ops, numbers[1:], totals[1:])]
-    return "\n".join(lines) + f"\nThe answer is \\boxed{{{totals[-1]}}}."
+    """The solution the base model is trained on: the quotient, guessed directly."""
+    n, d = operands_of(problem)
+    return guess_text(problem, n // d)
 
 
 def as_int(answer: str | None) -> int | None:
@@ -121,90 +121,135 @@ def as_int(answer: str | None) -> int | None:
     return int(value) if value.is_integer() and abs(value) < 1e15 else None
 
 
-def confirmative_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
-    """Follow the last digits from the first number through each step (no re-solving), compare
-    with the answer's last digit, then the verdict:
+def compare_digits(n: int, p: int) -> tuple[str, int]:
+    """Compare two numbers digit by digit from the left, the shorter padded with zeros:
+    (91, 84) -> ("9 > 8", 1); (91, 94) -> ("9 = 9, 1 < 4", -1); (91, 91) -> ("9 = 9, 1 = 1", 0)."""
+    width = max(len(str(n)), len(str(p)))
+    steps = []
+    for a, b in zip(str(n).zfill(width), str(p).zfill(width)):
+        steps.append(f"{a} {'=' if a == b else '>' if a > b else '<'} {b}")
+        if a != b:
+            return ", ".join(steps), 1 if a > b else -1
+    return ", ".join(steps), 0
 
-        Compute 47 + 8 - 19 + 6., answer 43  ->  Check the last digits.
-                                                 7 + 8 ends in 5
-                                                 5 - 9 ends in 6
-                                                 6 + 6 ends in 2
-                                                 So the answer ends in 2, and 43 ends in 3.
-                                                 Therefore, the answer is incorrect.
+
+def long_division(n: int, d: int) -> str:
+    """Divide digit by digit from the first, each step a number below 10·d by a one-digit divisor
+    with remainder (the quotient's digits, leading zeros dropped, are the answer):
+    (6118, 7) -> "6118 / 7: 6 / 7 = 0 r 6, 61 / 7 = 8 r 5, 51 / 7 = 7 r 2, 28 / 7 = 4 r 0"."""
+    steps, r = [], 0
+    for digit in str(n):
+        chunk = r * 10 + int(digit)
+        r = chunk % d
+        steps.append(f"{chunk} / {d} = {chunk // d} r {r}")
+    return f"{n} / {d}: " + ", ".join(steps)
+
+
+def confirmative_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
+    """Multiply the answer back by parts and compare the product with the number digit by digit; if
+    they differ, find the answer by long division; then the verdict:
+
+        Compute 91 / 7., answer 12  ->  12 * 7: 10 * 7 = 70, 2 * 7 = 14
+                                        70 + 14 = 84
+                                        Compare 91 and 84: 9 > 8, so 84 is too small.
+                                        91 / 7: 9 / 7 = 1 r 2, 21 / 7 = 3 r 0, so the answer is 13.
+                                        Therefore, the answer is incorrect.
     """
-    numbers, ops = operands_of(problem)
-    value = as_int(answer)
-    if value is None:
+    n, d = operands_of(problem)
+    g = as_int(answer)
+    if g is None or g < 0:
         return fmt.verification(f"The answer {answer} is not a whole number.", "incorrect")
-    lines, digit = ["Check the last digits."], numbers[0] % 10
-    for n, op in zip(numbers[1:], ops):
-        new = (digit + n) % 10 if op == "+" else (digit - n) % 10
-        lines.append(f"{digit} {op} {n % 10} ends in {new}")
-        digit = new
-    claimed = abs(value) % 10
-    lines.append(f"So the answer ends in {digit}, and {value} ends in {claimed}.")
-    return fmt.verification("\n".join(lines), "correct" if claimed == digit else "incorrect")
+    digits = str(g)
+    parts = [int(c) * 10 ** (len(digits) - 1 - i) for i, c in enumerate(digits) if c != "0"] or [0]  # 105 -> [100, 5]
+    products = [x * d for x in parts]
+    lines = [f"{g} * {d}: " + ", ".join(f"{x} * {d} = {y}" for x, y in zip(parts, products))]
+    p = products[0]
+    for y in products[1:]:
+        lines.append(f"{p} + {y} = {p + y}")
+        p += y
+    steps, sign = compare_digits(n, p)
+    if sign == 0:
+        lines.append(f"Compare {n} and {p}: {steps}, so {p} is right.")
+        return fmt.verification("\n".join(lines), "correct")
+    lines.append(f"Compare {n} and {p}: {steps}, so {p} is {'too small' if sign > 0 else 'too big'}.")
+    lines.append(f"{long_division(n, d)}, so the answer is {n // d}.")
+    return fmt.verification("\n".join(lines), "incorrect")
 
 
 def problem_solving_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
     """Re-derive the answer and compare it with `answer`, then the verdict."""
-    numbers, ops = operands_of(problem)
-    totals = running_totals(numbers, ops)
-    lines = ["Solve it again."] + [f"{a} {op} {n} = {t}" for a, op, n, t in zip(totals, ops, numbers[1:], totals[1:])]
-    ok = as_int(answer) == totals[-1]
-    lines.append(f"{totals[-1]} {'is' if ok else 'is not'} {answer}.")
-    return fmt.verification("\n".join(lines), "correct" if ok else "incorrect")
+    n, d = operands_of(problem)
+    ok = as_int(answer) == n // d
+    body = f"Solve it again.\n{long_division(n, d)}, so the answer is {n // d}.\n{n // d} {'is' if ok else 'is not'} {answer}."
+    return fmt.verification(body, "correct" if ok else "incorrect")
 
 
 VERIFIERS = {"confirmative": confirmative_check, "problem-solving": problem_solving_check}
 
 # The fixed wording of the task's texts, one token each in the base model's tokenizer (digits stay
-# single characters): sequences get ~2.5× shorter, so training and generation get that much faster.
+# single characters): sequences get ~2× shorter, so training and generation get that much faster.
 PHRASES = [DEFAULT_FORMAT.verify_marker, DEFAULT_FORMAT.retry_marker, DEFAULT_FORMAT.correct_sentence,
-           DEFAULT_FORMAT.incorrect_sentence, "Compute ", " + ", " - ", " = ", "The answer is \\boxed{", "}.",
-           "Check the last digits.", " ends in ", "So the answer ends in ", ", and ", "Check this solution. ",
-           "Solve it again.", " is not ", " is ", "The answer ", " is not a whole number."]
+           DEFAULT_FORMAT.incorrect_sentence, "Compute ", " / ", " * ", " + ", " - ", " = ", " > ", " < ",
+           "The answer is \\boxed{", "}.", "Check this solution. ", "Divide digit by digit. ", "Compare ", " and ", ", so ", " is right.",
+           " is too small.", " is too big.", ", so the answer is ", " r ", "Solve it again.", " is not ", " is ",
+           "The answer ", " is not a whole number."]
 
 
-def slipped_solution(problem: str, rng: random.Random) -> tuple[str, int]:
-    """(solution text, its answer): half the time the right solution, else one where a running total
-    slipped by 1..10 at a random step and the rest followed from it — the kind of mistake the base
-    model makes."""
-    numbers, ops = operands_of(problem)
-    totals = running_totals(numbers, ops)
-    if rng.random() < 0.5:
-        j = rng.randrange(1, len(totals))
-        d = rng.choice([-1, 1]) * rng.randint(1, 10)
-        totals = totals[:j] + [max(0, t + d) for t in totals[j:]]
-    lines = [f"{a} {op} {n} = {t}" for a, op, n, t in zip(totals, ops, numbers[1:], totals[1:])]
-    return "\n".join(lines) + f"\nThe answer is \\boxed{{{totals[-1]}}}.", totals[-1]
+def near_miss(q: int, rng: random.Random) -> int:
+    """A wrong quotient of the kind the base model guesses: off by a few units (half the time), by a
+    few tens, or with one digit changed."""
+    while True:
+        kind = rng.random()
+        if kind < 0.5:
+            g = q + rng.choice([-1, 1]) * rng.randint(1, 9)
+        elif kind < 0.75:
+            g = q + rng.choice([-1, 1]) * rng.randint(1, 5) * 10
+        else:
+            digits = list(str(q))
+            i = rng.randrange(len(digits))
+            digits[i] = rng.choice([c for c in "0123456789" if c != digits[i] and (i or c != "0")])
+            g = int("".join(digits))
+        if g > 0 and g != q:
+            return g
 
 
 def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> tuple[str, str]:
     """(question, answer text) of a check *on request*, for the base model's training mix: a shown
-    solution (`slipped_solution`) is checked by the verify marker line and the confirmative check of
-    its answer. Like a pretrained LLM, the base model can then check a solution when asked, in the
-    words of the trajectory format; checking its own answers unprompted, and retrying, is what
-    behaviour initialisation adds.
+    guess (right half the time, else a `near_miss`) is checked by the verify marker line and the
+    confirmative check of its answer, and a wrong one is followed by the retry marker and the answer
+    the check found. Like a pretrained LLM, the base model can then check a solution when asked and
+    act on the check, in the words of the trajectory format; checking its own answers unprompted is
+    what behaviour initialisation adds.
 
-    "Check this solution. Compute 47 + 8 - 9.\n47 + 8 = 55\n55 - 9 = 46\nThe answer is \\boxed{46}."
-      ->  "Wait, let me recheck my solution.\nCheck the last digits.\n7 + 8 ends in 5\n..."
+    "Check this solution. Compute 91 / 7.\n91 / 7 = 12\nThe answer is \\boxed{12}."
+      ->  "Wait, let me recheck my solution.\n12 * 7: ...\nTherefore, the answer is incorrect.\n
+           Let me try again.\n91 / 7 = 13\nThe answer is \\boxed{13}."
     """
-    text, answer = slipped_solution(problem, rng)
-    return f"Check this solution. {problem}\n{text}", f"{fmt.verify_marker}\n{confirmative_check(problem, str(answer), fmt)}"
+    n, d = operands_of(problem)
+    g = n // d if rng.random() < 0.5 else near_miss(n // d, rng)
+    completion = f"{fmt.verify_marker}\n{confirmative_check(problem, str(g), fmt)}"
+    if g != n // d:
+        completion += f"\n{fmt.retry_marker}\n{solution(problem)}"
+    return f"Check this solution. {problem}\n{guess_text(problem, g)}", completion
+
+
+def division_drill(problem: str) -> tuple[str, str]:
+    """(question, answer text) of long division on request, for the base model's training mix: the
+    skill the confirmative check's correction uses, practised on its own."""
+    n, d = operands_of(problem)
+    return f"Divide digit by digit. {problem}", f"{long_division(n, d)}, so the answer is {n // d}."
 
 
 def worked_trajectory(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
     """A self-verify / self-correct trajectory written by the task itself, for smoke tests and
-    benchmarks: a (possibly slipped) first attempt and its confirmative check, then, if it was
+    benchmarks: a first guess (right half the time) and its confirmative check, then, if it was
     wrong, the right solution and its check."""
     from s2r.format import render
 
-    shown, answer = slipped_solution(problem, rng)
-    gold = str(running_totals(*operands_of(problem))[-1])
-    attempts, checks = [shown], [confirmative_check(problem, str(answer), fmt)]
-    if str(answer) != gold:
+    n, d = operands_of(problem)
+    g = n // d if rng.random() < 0.5 else near_miss(n // d, rng)
+    attempts, checks = [guess_text(problem, g)], [confirmative_check(problem, str(g), fmt)]
+    if g != n // d:
         attempts.append(solution(problem))
-        checks.append(confirmative_check(problem, gold, fmt))
+        checks.append(confirmative_check(problem, str(n // d), fmt))
     return render(attempts, checks, fmt)
-

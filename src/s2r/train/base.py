@@ -28,7 +28,10 @@ from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.tasks import arith
 
 PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
-RECIPE = 5  # 2: checks on request, 2048 positions; 3: they show a solution; 4: last-digit checks; 5: phrase tokens
+RECIPE = 10  # 2: checks on request, 2048 positions; 3: they show a solution; 4: last-digit checks; 5: phrase tokens;
+# 6: the division task (checks multiply back, then retry); 7: the correction by long division;
+# 8: length-sorted micro-batches; 9: long division from the first digit, drills;
+# 10: batches mix the levels
 
 
 @dataclass
@@ -45,7 +48,8 @@ class BaseConfig:
     layers: int = arg(4, help="transformer blocks")
     heads: int = arg(4, help="attention heads")
     intermediate_size: int = arg(512, help="MLP width")
-    check_share: float = arg(0.4, help="share of training sequences that are checks on request (arith.check_exercise)")
+    check_share: float = arg(0.5, help="share of training sequences that are checks on request (arith.check_exercise)")
+    drill_share: float = arg(0.1, help="share of training sequences that are long division on request (arith.division_drill)")
     eval_every: int = arg(250, help="steps between validation accuracy checks")
     eval_every_near: int = arg(50, help="steps between checks once accuracy passes a quarter of the target")
     val_problems: int = arg(200, help="validation problems per check")
@@ -75,23 +79,17 @@ def greedy_accuracy(model, tokenizer, problems, grader: Grader) -> tuple[float, 
     return acc, {lv: sum(v) / len(v) for lv, v in sorted(by_level.items())}
 
 
-def training_text(problem: str, rng: random.Random, check_share: float) -> tuple[str, str]:
-    """(prompt, completion) of one training sequence: the solution, or (with probability
-    check_share) a check of a given answer on request."""
-    question, completion = problem, None
-    if rng.random() < check_share:
+def training_text(problem: str, rng: random.Random, cfg: BaseConfig) -> tuple[str, str]:
+    """(prompt, completion) of one training sequence: a check of a given answer on request
+    (probability check_share), long division on request (drill_share), else the solution."""
+    draw = rng.random()
+    if draw < cfg.check_share:
         question, completion = arith.check_exercise(problem, rng)
-    return render_prompt(messages_for(question, PLAIN), PLAIN), completion or arith.solution(problem)
-
-
-def level_batches(problems: list, batch_size: int, seed: int) -> list[list]:
-    """Batches of one level each (similar lengths, little padding), in a seeded random order."""
-    by_level: dict[int, list] = {}
-    for p in problems:
-        by_level.setdefault(p.level, []).append(p)
-    batches = [group[i : i + batch_size] for group in by_level.values() for i in range(0, len(group) - batch_size + 1, batch_size)]
-    random.Random(seed).shuffle(batches)
-    return batches
+    elif draw < cfg.check_share + cfg.drill_share:
+        question, completion = arith.division_drill(problem)
+    else:
+        question, completion = problem, arith.solution(problem)
+    return render_prompt(messages_for(question, PLAIN), PLAIN), completion
 
 
 def lr_at(step: int, cfg: BaseConfig) -> float:
@@ -111,7 +109,8 @@ def is_trained(cfg: BaseConfig) -> bool:
 def train_base(cfg: BaseConfig) -> Path:
     import torch
 
-    from s2r.train.batching import collate, encode, token_logprobs
+    from s2r.train.batching import encode
+    from s2r.train.sft import accumulate, micro_batches
 
     out = Path(cfg.out)
     model_dir, ckpt_path, info_path = out / "model", out / "ckpt.pt", out / "base.json"
@@ -125,8 +124,8 @@ def train_base(cfg: BaseConfig) -> Path:
                            intermediate_size=cfg.intermediate_size, max_positions=2048, seed=cfg.seed, phrases=arith.PHRASES)
     model, tokenizer = build_tiny_model(tiny)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    n_train = (cfg.max_steps + len(arith.LEVELS)) * cfg.batch_size  # one spare batch per level: ≥ max_steps batches
-    batches = level_batches(list(arith.generate("train", n_train, cfg.seed)), cfg.batch_size, cfg.seed)
+    stream = list(arith.generate("base", cfg.max_steps * cfg.batch_size, cfg.seed))  # epochs in seeded orders
+    batches = [stream[i : i + cfg.batch_size] for i in range(0, len(stream), cfg.batch_size)]
     val = list(arith.generate("val", cfg.val_problems, cfg.seed))
     step, history = 0, []
     if ckpt_path.exists():
@@ -143,26 +142,28 @@ def train_base(cfg: BaseConfig) -> Path:
     start = time.monotonic()
     with Grader(workers=1) as grader:
         while step < cfg.max_steps and not reached:
-            batch = collate([encode(tokenizer, *training_text(p.problem, random.Random(f"{cfg.seed}|{step}|{i}"), cfg.check_share))
-                             for i, p in enumerate(batches[step])], tokenizer.pad_token_id)
-            logp = token_logprobs(model, batch)  # [B, T-1]
-            mask = batch["loss_mask"][:, 1:]  # [B, T-1]
-            loss = -(logp * mask).sum() / mask.sum()  # masked mean NLL over solution tokens
+            seqs = [encode(tokenizer, *training_text(p.problem, random.Random(f"{cfg.seed}|{step}|{i}"), cfg))
+                    for i, p in enumerate(batches[step])]
+            n_tokens = sum(sum(mask[1:]) for _, mask in seqs)  # trained tokens of the whole batch
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # masked mean NLL over the completion tokens, in two micro-batches of similar lengths
+            # (solutions and checks pad little apart): the same gradient as one batch, ~1/3 faster
+            nll_sum, _ = accumulate(model, model, None, micro_batches(seqs, 0, 1, -(-len(seqs) // 2)), n_tokens,
+                                    kl_coef=0.0, pad_id=tokenizer.pad_token_id)
+            loss = nll_sum / n_tokens
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
             near = bool(history) and history[-1]["val_acc"] >= cfg.target_acc / 4
             if step % (cfg.eval_every_near if near else cfg.eval_every) == 0:
                 acc, by_level = greedy_accuracy(model, tokenizer, val, grader)
-                history.append({"step": step, "loss": loss.item(), "val_acc": acc, "val_acc_by_level": by_level,
+                history.append({"step": step, "loss": loss, "val_acc": acc, "val_acc_by_level": by_level,
                                 "seconds": time.monotonic() - start})
-                bar.write(f"step {step}: loss {loss.item():.3f}, val accuracy {acc:.3f} "
+                bar.write(f"step {step}: loss {loss:.3f}, val accuracy {acc:.3f} "
                           + " ".join(f"L{lv} {a:.2f}" for lv, a in by_level.items()), file=sys.stderr)
                 reached = acc >= cfg.target_acc
             if step % cfg.ckpt_every == 0 or reached:
