@@ -36,7 +36,7 @@ def test_quick_reuses_a_cached_full_base_model(tmp_path):
 
     full = base_config(DemoConfig(cache=str(tmp_path), seed=5))
     quick = DemoConfig(cache=str(tmp_path), seed=5, quick=True)
-    assert base_config(quick).max_steps == 300 and base_config(quick).out != full.out
+    assert base_config(quick).max_steps == 200 and base_config(quick).out != full.out
     out = tmp_path / full.out
     (out / "model").mkdir(parents=True)
     (out / "base.json").write_text(json.dumps({"key": full.key()}))

@@ -48,7 +48,7 @@ class DemoConfig:
     test_problems: int | None = arg(None, help="test problems (default 1000, --quick 200)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
-    base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 300)")
+    base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 200)")
     votes: int = arg(4, help="base-majority: samples per vote")
     bi_problems: int = arg(1000, help="BI: training problems to sample from (--quick 300)")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
@@ -74,7 +74,7 @@ def base_config(cfg: DemoConfig) -> BaseConfig:
     if cfg.base_max_steps:
         return placed(replace(full, max_steps=cfg.base_max_steps))
     if cfg.quick and not is_trained(full):
-        return placed(replace(full, max_steps=300))
+        return placed(replace(full, max_steps=200))
     return full
 
 

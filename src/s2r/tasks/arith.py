@@ -18,13 +18,13 @@ units or tens.
 
 The *confirmative* check is easier than solving, which is what self-verification needs: it
 multiplies the guess back by parts (one-digit products, then additions), compares the product with
-the number digit by digit from the left, and, when they differ, says by how much the guess is off
-and what the answer must be. Every step is a small, local fact — a one-digit product, a sum, a
-subtraction, a comparison of two digits — so the check stays right where the guess, an inverse the
-model only approximates, fails. (The arithmetic task this replaced — chains of additions and
-subtractions — could not be checked by its own solver: checking used the same skills as solving, so
-the check failed where the solver did; README, "what the runs show".) The *problem-solving* check
-re-derives the answer and compares, repeating the solver's own mistakes.
+the number digit by digit from the left, and, when they differ, finds the answer by long division.
+Every step is a small, local fact — a one-digit product, a sum, a comparison of two digits, a number
+below 90 divided by one digit — so the check stays right where the guess, an inverse the model only
+approximates, fails. (The arithmetic task this replaced — chains of additions and subtractions —
+could not be checked by its own solver: checking used the same skills as solving, so the check
+failed where the solver did; README, "Why the task changed".) The *problem-solving* check re-derives
+the answer by long division and compares.
 
 Splits are disjoint by construction: a problem belongs to a split by a hash of its text and the task
 seed. `base` (40%) trains the base model, `train` (35%, problems the base model never saw) is where
@@ -187,12 +187,17 @@ def problem_solving_check(problem: str, answer: str, fmt: TrajectoryFormat = DEF
 VERIFIERS = {"confirmative": confirmative_check, "problem-solving": problem_solving_check}
 
 # The fixed wording of the task's texts, one token each in the base model's tokenizer (digits stay
-# single characters): sequences get ~2× shorter, so training and generation get that much faster.
+# single characters): sequences get shorter, so training and generation get faster.
 PHRASES = [DEFAULT_FORMAT.verify_marker, DEFAULT_FORMAT.retry_marker, DEFAULT_FORMAT.correct_sentence,
-           DEFAULT_FORMAT.incorrect_sentence, "Compute ", " / ", " * ", " + ", " - ", " = ", " > ", " < ",
-           "The answer is \\boxed{", "}.", "Check this solution. ", "Divide digit by digit. ", "Compare ", " and ", ", so ", " is right.",
-           " is too small.", " is too big.", ", so the answer is ", " r ", "Solve it again.", " is not ", " is ",
-           "The answer ", " is not a whole number."]
+           DEFAULT_FORMAT.incorrect_sentence, "Compute ", " / ", " * ", " + ", " - ", " = ", " > ", " < ", " r ",
+           "The answer is \\boxed{", "}.", "Check this solution. ", "Divide digit by digit. ", "Compare ", " and ",
+           ", so ", " is right.", " is too small.", " is too big.", ", so the answer is ", "Solve it again.",
+           " is not ", " is ", "The answer ", " is not a whole number."]
+
+
+def shown_guess(q: int, rng: random.Random) -> int:
+    """The right quotient half the time, else a `near_miss`."""
+    return q if rng.random() < 0.5 else near_miss(q, rng)
 
 
 def near_miss(q: int, rng: random.Random) -> int:
@@ -215,7 +220,7 @@ def near_miss(q: int, rng: random.Random) -> int:
 
 def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> tuple[str, str]:
     """(question, answer text) of a check *on request*, for the base model's training mix: a shown
-    guess (right half the time, else a `near_miss`) is checked by the verify marker line and the
+    guess (`shown_guess`) is checked by the verify marker line and the
     confirmative check of its answer, and a wrong one is followed by the retry marker and the answer
     the check found. Like a pretrained LLM, the base model can then check a solution when asked and
     act on the check, in the words of the trajectory format; checking its own answers unprompted is
@@ -226,7 +231,7 @@ def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEF
            Let me try again.\n91 / 7 = 13\nThe answer is \\boxed{13}."
     """
     n, d = operands_of(problem)
-    g = n // d if rng.random() < 0.5 else near_miss(n // d, rng)
+    g = shown_guess(n // d, rng)
     completion = f"{fmt.verify_marker}\n{confirmative_check(problem, str(g), fmt)}"
     if g != n // d:
         completion += f"\n{fmt.retry_marker}\n{solution(problem)}"
@@ -247,7 +252,7 @@ def worked_trajectory(problem: str, rng: random.Random, fmt: TrajectoryFormat = 
     from s2r.format import render
 
     n, d = operands_of(problem)
-    g = n // d if rng.random() < 0.5 else near_miss(n // d, rng)
+    g = shown_guess(n // d, rng)
     attempts, checks = [guess_text(problem, g)], [confirmative_check(problem, str(g), fmt)]
     if g != n // d:
         attempts.append(solution(problem))

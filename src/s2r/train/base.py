@@ -1,4 +1,4 @@
-"""`s2r base`: train the embedded task's tiny base model from scratch on single-attempt solutions.
+"""`s2r base`: train the embedded task's tiny base model from scratch (solutions, checks on request, drills).
 
 The model must make real mistakes of its own, so training stops when its greedy accuracy on the
 validation split first reaches `target_acc` (default 0.5); the test accuracy then lands near it,
@@ -28,10 +28,10 @@ from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.tasks import arith
 
 PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
-RECIPE = 10  # 2: checks on request, 2048 positions; 3: they show a solution; 4: last-digit checks; 5: phrase tokens;
-# 6: the division task (checks multiply back, then retry); 7: the correction by long division;
-# 8: length-sorted micro-batches; 9: long division from the first digit, drills;
-# 10: batches mix the levels
+# RECIPE counts changes to the training texts and batches (2: checks on request, 2048 positions; 3: they
+# show a solution; 4: last-digit checks; 5: phrase tokens; 6–10: the division task, its checks ending
+# with a retry, the correction by long division, drills, length-sorted micro-batches, mixed levels)
+RECIPE = 10
 
 
 @dataclass
@@ -57,8 +57,7 @@ class BaseConfig:
     threads: int = arg(0, help="torch CPU threads (0 = all cores)")
 
     def key(self) -> str:
-        """What determines the trained model (not the output folder); RECIPE counts changes to the
-        training texts."""
+        """What determines the trained model (not the output folder), RECIPE included."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("out", "threads")} | {"recipe": RECIPE}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -149,7 +148,7 @@ def train_base(cfg: BaseConfig) -> Path:
                 group["lr"] = lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
             # masked mean NLL over the completion tokens, in two micro-batches of similar lengths
-            # (solutions and checks pad little apart): the same gradient as one batch, ~1/3 faster
+            # (solutions and checks pad little apart): the same gradient as one batch, less padding
             nll_sum, _ = accumulate(model, model, None, micro_batches(seqs, 0, 1, -(-len(seqs) // 2)), n_tokens,
                                     kl_coef=0.0, pad_id=tokenizer.pad_token_id)
             loss = nll_sum / n_tokens
