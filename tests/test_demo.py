@@ -43,6 +43,28 @@ def test_quick_reuses_a_cached_full_base_model(tmp_path):
     assert base_config(quick) == full
 
 
+def test_the_shipped_base_model_is_seed_0s_and_scores_what_its_record_says(tmp_path):
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from s2r.demo import SHIPPED_BASE, DemoConfig, base_config
+    from s2r.grader import Grader
+    from s2r.tasks import arith
+    from s2r.train.base import BaseConfig, greedy_accuracy
+
+    # it has the current recipe's key: changing the base recipe without re-training it fails here
+    assert base_config(DemoConfig(cache=str(tmp_path))) == replace(BaseConfig(), out=str(SHIPPED_BASE))
+    assert base_config(DemoConfig(cache=str(tmp_path), train_base=True)).out.startswith(str(tmp_path))
+    assert base_config(DemoConfig(cache=str(tmp_path), seed=1)).out.startswith(str(tmp_path))
+    record = json.loads((SHIPPED_BASE / "base.json").read_text())["history"][-1]
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED_BASE / "model")
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_BASE / "model")
+    with Grader(workers=1) as grader:
+        acc, _ = greedy_accuracy(model, tokenizer, list(arith.generate("val", 200, 0)), grader)
+    assert abs(acc - record["val_acc"]) <= 0.01 and acc >= 0.5
+
+
 def test_rows_of_another_model_are_not_reused(tmp_path, capsys):
     from s2r.demo import run_row
     from s2r.models.backend import SamplingParams

@@ -48,12 +48,18 @@ def _record(text, grades, truncated=False, reason="match"):
             "attempts": [{"grade": g, "reason": reason if g == "correct" else "mismatch"} for g in grades]}
 
 
-def test_rollouts_carry_one_part_per_action_and_leave_out_grader_failures():
-    tok = char_tokenizer()
+def _trajectories() -> tuple[str, str, str]:
+    """Rollouts of "Compute 91 / 7.": (wrong, rejected, right and accepted), (right and accepted),
+    (wrong and rejected)."""
     p = "Compute 91 / 7."
     right, wrong = arith.solution(p), arith.guess_text(p, 12)
-    two = render([wrong, right], [arith.confirmative_check(p, "12"), arith.confirmative_check(p, "13")])
-    one = render([right], [arith.confirmative_check(p, "13")])
+    fixed = render([wrong, right], [arith.confirmative_check(p, "12"), arith.confirmative_check(p, "13")])
+    return fixed, render([right], [arith.confirmative_check(p, "13")]), render([wrong], [arith.confirmative_check(p, "12")])
+
+
+def test_rollouts_carry_one_part_per_action_and_leave_out_grader_failures():
+    tok = char_tokenizer()
+    two, one, _ = _trajectories()
     records = [_record(two, ["incorrect", "correct"]), _record(one, ["correct"]),
                _record(one, ["correct"], reason="timeout after 2s"), _record(two, ["incorrect", "correct"])]
     rollouts, state, observed, left_out = make_rollouts(records, ["Q1", "Q2"], tok, "process", arith.DEFAULT_FORMAT, {},
@@ -71,6 +77,21 @@ def test_rollouts_carry_one_part_per_action_and_leave_out_grader_failures():
     cut = [dict(records[0], stopped=False), dict(records[1], stopped=True)]
     a, b = make_rollouts(cut, ["Q1"], tok, "process", arith.DEFAULT_FORMAT, {}, AdvantageSettings(), samples=2)[0]
     assert a.ids[-1] != tok.eos_token_id and b.ids[-1] == tok.eos_token_id
+
+
+def test_mixed_only_trains_the_groups_whose_final_answers_differ():
+    tok = char_tokenizer()
+    fixed, one, failed = _trajectories()
+    records = [_record(fixed, ["incorrect", "correct"]), _record(one, ["correct"]),  # both end right
+               _record(failed, ["incorrect"]), _record(one, ["correct"])]  # one wrong, one right
+    for level in ("outcome", "process"):
+        every, _, _, _ = make_rollouts(records, ["Q1", "Q2"], tok, level, arith.DEFAULT_FORMAT, {}, AdvantageSettings(), 2)
+        mixed, _, observed, _ = make_rollouts(records, ["Q1", "Q2"], tok, level, arith.DEFAULT_FORMAT, {},
+                                              AdvantageSettings(), 2, mixed_only=True)
+        assert [r.ids for r in mixed] == [r.ids for r in every[2:]] and [r.adv for r in mixed] == [r.adv for r in every[2:]]
+        assert observed["reward/outcome_mean"] == [1.0, 1.0, -1.0, 1.0]  # the means still count every rollout
+        assert observed["train/trained_frac"] == [0.0, 0.0, 1.0, 1.0]
+    assert [r.adv for r in mixed] == [[-1.0, 0.0], [1.0, 0.0]]  # PRL: b(R) = 0, b(R-V) = 1, b(R+V) = 1
 
 
 def _hand_rollouts(tok, n=5, seed=0):
@@ -111,13 +132,25 @@ def test_a_higher_advantage_raises_the_log_probability(sign):
     t = batch_of([r], 0, "cpu")
     with torch.no_grad():
         before = token_logprobs(model, t)[0, 1:].sum()  # the completion's tokens
-    r.old_logp = token_logprobs(model, t)[0].detach().tolist()
+    cfg = RLConfig("unused", kl_coef=0.0)  # log-probabilities at the sampling temperature, 0.7
+    r.old_logp = token_logprobs(model, t, cfg.temperature)[0].detach().tolist()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    rl_accumulate(model, [[r]], 1, 1, RLConfig("unused", kl_coef=0.0), pad_id=0)
+    rl_accumulate(model, [[r]], 1, 1, cfg, pad_id=0)
     opt.step()
     with torch.no_grad():
         after = token_logprobs(model, t)[0, 1:].sum()
     assert (after - before) * sign > 1e-4
+
+
+def test_log_probabilities_are_those_of_the_sampling_temperature():
+    model, tok = build_tiny_model(TinyModelConfig("unused", seed=3))
+    ids, parts = encode_parts(tok, "Q:", "91 / 7 = 13", [(0, 11)])
+    t = batch_of([Rollout(ids, parts, [1.0])], 0, "cpu")
+    with torch.no_grad():
+        logits = model(input_ids=t["input_ids"]).logits[0]  # [T, V]
+        for temperature in (1.0, 0.5):
+            by_hand = [torch.softmax(logits[i] / temperature, -1)[ids[i + 1]].log() for i in range(len(ids) - 1)]
+            assert torch.allclose(token_logprobs(model, t, temperature)[0], torch.stack(by_hand), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------- runs
@@ -188,6 +221,18 @@ def test_orl_with_k3_and_lora(policy):
     log = _log(cfg)
     assert len(log) == 2 and log[-1]["train/kl_ref"] is not None
     assert (Path(cfg.out) / "adapter" / "adapter_config.json").exists()
+
+
+def test_later_epochs_reuse_the_rollouts_under_the_clip(policy):
+    one = _cfg(policy, "epochs1", iterations=2, updates=1, lr=1e-2)
+    three = _cfg(policy, "epochs3", iterations=2, updates=1, lr=1e-2, epochs=3)
+    run_rl(one)
+    run_rl(three)
+    # one step per iteration starts at π_old: ratio 1, nothing clipped; the second and third passes
+    # over the same rollouts see the moved policy, and the clip bounds them
+    assert all(r["train/clip_frac"] == 0 for r in _log(one))
+    assert any(r["train/clip_frac"] > 0 for r in _log(three))
+    assert _log(one)[0]["reward/outcome_mean"] == _log(three)[0]["reward/outcome_mean"]  # the same first rollouts
 
 
 def test_two_processes_run_one_iteration(policy):

@@ -30,10 +30,11 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
     return {"input_ids": ids, "attention_mask": attn, "loss_mask": mask}
 
 
-def token_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log π(x_t | x_<t) for every position t ≥ 1, shape [B, T-1] (aligned with loss_mask[:, 1:])."""
+def token_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """log π(x_t | x_<t) for every position t ≥ 1, shape [B, T-1] (aligned with loss_mask[:, 1:]);
+    π is the model's distribution at `temperature` (softmax of logits / T), as RL samples from it."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]  # [B, T-1, V]
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
 
 
 def encode_spans(tokenizer, prompt: str, completion: str, spans, add_eos: bool = True) -> tuple[list[int], list[int]]:

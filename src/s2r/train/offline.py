@@ -271,7 +271,8 @@ def run_offline(cfg: OfflineConfig) -> Path:
             spans = [(0, len(k.text))] if cfg.level == "outcome" else k.spans
             ids, parts = encode_parts(tokenizer, prompt, k.text, spans, add_eos=k.eos)
             data.append(Rollout(ids, parts, adv))
-        score_tokens(model, ref, data, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device))
+        score_tokens(model, ref, data, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device),
+                     cfg.temperature)
         steps = []
         for epoch in range(cfg.epochs):
             order = list(range(len(data)))

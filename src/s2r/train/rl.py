@@ -7,10 +7,13 @@ One iteration:
      last action (`batching.encode_parts`). ORL trains one part per rollout, PRL one per action;
   3. advantages (`advantages.ADVANTAGES[level]`): RLOO on the final answer (ORL), or each action's
      reward minus its reward-context baseline, with the ×2 bonuses (PRL); then the k1 KL to the
-     reference, summed over a part's tokens, times β, is subtracted (kl_estimator k1);
-  4. `updates` optimiser steps, each over its share of the rollouts:
+     reference, summed over a part's tokens, times β, is subtracted (kl_estimator k1); with
+     `mixed_only`, only the groups whose final answers are not all alike are trained;
+  4. `epochs` passes over the rollouts (PPO epochs), each of `updates` optimiser steps over
+     disjoint shares of them:
         L = (1/n_parts) Σ_p −min(ρ_p A_p, clip(ρ_p, 1 − ε, 1 + ε) A_p)   [+ β (1/n_tok) Σ_t k3_t]
         ρ_p = exp(mean_{t∈p} log π_θ(y_t) − log π_old(y_t)),  π_old = the policy that sampled,
+     every π taken at the sampling temperature (softmax(logits / T), the distribution sampled from),
      with n_parts, n_tok counted over the whole step (all micro-batches and processes), so gradient
      accumulation and data parallelism give the gradient of one big batch.
 
@@ -71,7 +74,8 @@ class RLConfig(TrainFields, MarkerFields):
     temperature: float = arg(0.7, help="rollout sampling temperature")
     max_tokens: int = arg(1024, help="token budget of a rollout (truncated rollouts get −1 on their last action)")
     max_attempts: int = arg(4, help="attempts per rollout at most")
-    updates: int = arg(4, help="optimiser steps per iteration (the rollouts are split between them)")
+    updates: int = arg(4, help="optimiser steps per pass over the iteration's rollouts (each on its share of them)")
+    epochs: int = arg(1, help="passes over the iteration's rollouts (PPO epochs: the clip bounds the later ones)")
     lr: float = arg(5e-7, help="learning rate (AdamW, constant)")
     clip_eps: float = arg(0.2, help="ε of the clipped surrogate")
     kl_coef: float = arg(0.05, help="β, weight of the KL to the starting model (0 = no reference)")
@@ -82,6 +86,8 @@ class RLConfig(TrainFields, MarkerFields):
     min_count: int = arg(1, help="PRL: a context seen fewer times than this has baseline 0")
     verify_bonus: bool = arg(True, help="PRL: ×2 on the advantage of verifying a correct attempt")
     flip_bonus: bool = arg(True, help="PRL: ×2 on the advantage of a re-solve that flips correctness")
+    mixed_only: bool = arg(False, help="train only on prompt groups whose final answers are not all right or all "
+                                       "wrong (DAPO's dynamic sampling): the others have RLOO advantage 0")
     limit: int | None = arg(None, help="first N problems of each set")
     data_dir: str | None = arg(None, help="benchmark data directory")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
@@ -141,10 +147,13 @@ class Rollout:
 
 
 def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str, fmt, state: dict,
-                  settings: AdvantageSettings, samples: int, stats_reduce=None) -> tuple[list[Rollout], dict, dict, int]:
+                  settings: AdvantageSettings, samples: int, stats_reduce=None,
+                  mixed_only: bool = False) -> tuple[list[Rollout], dict, dict, int]:
     """Rollouts with advantages from one iteration's graded records (K per prompt, in order; None
-    for a rollout that could not be generated). Returns (rollouts, new baseline state, the values
-    behind the reward/* and train/* means, prompt groups left out)."""
+    for a rollout that could not be generated). With mixed_only, the rollouts of groups whose final
+    rewards are all equal are not returned (they still count in the means and in the baselines).
+    Returns (rollouts, new baseline state, the values behind the reward/* and train/* means, prompt
+    groups left out)."""
     from s2r.train.batching import encode_parts
 
     groups, kept = [], []
@@ -158,23 +167,28 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
         groups.append([(steps, r["truncated"]) for (_, steps), r in zip(graded, group)])
         kept.append((prompts[g // samples], group, [actions for actions, _ in graded]))
     advs, state = ADVANTAGES[level](groups, state, settings, stats_reduce)
-    rollouts = []
-    flat_steps = []
+    rollouts, flat_steps, zero_adv, trained_flags = [], [], [], []
     for (prompt, group, g_actions), g_steps, g_adv in zip(kept, groups, advs):
+        trained = not (mixed_only and len({outcome_reward(st, tr) for st, tr in g_steps}) == 1)
+        flat_steps += g_steps
+        zero_adv += [float(all(a == 0 for a in adv)) for adv in g_adv]
+        trained_flags += [float(trained)] * len(g_steps)
+        if not trained:
+            continue
         for r, actions, (steps, truncated), adv in zip(group, g_actions, g_steps, g_adv):
             text = r["text"]
             spans = [(0, len(text))] if level == "outcome" else [(a.start, a.end) for a in actions]
             # the EOS is trained where the model emitted it, not where the loop cut it off
             ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated))
             rollouts.append(Rollout(ids, parts, adv))
-            flat_steps.append((steps, truncated))
     per_step = [(process_rewards(st, tr), st) for st, tr in flat_steps]
     observed = {
         "reward/outcome_mean": [outcome_reward(st, tr) for st, tr in flat_steps],
         "reward/solve_mean": [x for r, st in per_step for x, s in zip(r, st) if s.kind == SOLVE],
         "reward/verify_mean": [x for r, st in per_step for x, s in zip(r, st) if s.kind != SOLVE],
         "train/truncated": [float(tr) for _, tr in flat_steps],
-        "train/zero_adv_frac": [float(all(a == 0 for a in r.adv)) for r in rollouts],
+        "train/zero_adv_frac": zero_adv,
+        "train/trained_frac": trained_flags,
     }
     return rollouts, state, observed, failed
 
@@ -204,8 +218,10 @@ def batch_of(rollouts: list[Rollout], pad_id: int, device) -> dict:
     return t
 
 
-def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, device, autocast) -> None:
-    """Fill old_logp (the sampling policy, before any update) and ref_logp of every rollout."""
+def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, device, autocast,
+                 temperature: float = 1.0) -> None:
+    """Fill old_logp (the sampling policy, before any update) and ref_logp of every rollout, both
+    at the sampling temperature."""
     import torch
 
     from s2r.train.batching import token_logprobs
@@ -214,12 +230,12 @@ def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, d
         for lo in range(0, len(rollouts), micro):
             mb = rollouts[lo : lo + micro]
             t = batch_of(mb, pad_id, device)
-            old = token_logprobs(model, t)  # [b, T-1]
+            old = token_logprobs(model, t, temperature)  # [b, T-1]
             if ref is not None:
-                r = token_logprobs(ref, t)
+                r = token_logprobs(ref, t, temperature)
             elif hasattr(model, "disable_adapter"):  # LoRA: the reference is the model without adapters
                 with model.disable_adapter():
-                    r = token_logprobs(model, t)
+                    r = token_logprobs(model, t, temperature)
             else:
                 r = None
             for i, ro in enumerate(mb):
@@ -264,7 +280,7 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
         adv = torch.tensor([a for r in mb for a in r.adv], dtype=torch.float32, device=device)  # [n]
         sync = j == len(micros) - 1 or world == 1
         with (contextlib.nullcontext() if sync else ddp.no_sync()), (autocast or contextlib.nullcontext()):
-            logp = token_logprobs(ddp, t)  # [b, T-1]
+            logp = token_logprobs(ddp, t, cfg.temperature)  # [b, T-1], π_θ at the sampling temperature
             log_ratio = part_log_ratios(logp, t["old_logp"], t["parts"], t["n_parts"])  # [n]
             surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps).sum() * weight
             loss = surrogate / n_parts
@@ -339,12 +355,15 @@ def run_rl(cfg: RLConfig) -> Path:
                 prompts = [render_prompt(messages_for(problems[i][1].problem, prompt_cfg), prompt_cfg, tokenizer) for i in mine]
                 rollouts, state, observed, left_out = make_rollouts(
                     ordered, prompts, tokenizer, cfg.level, cfg.fmt, state, cfg.advantage_settings(), cfg.samples,
-                    stats_reduce=dist_.merge_stats)
-                score_tokens(model, ref, rollouts, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, autocast)
+                    stats_reduce=dist_.merge_stats, mixed_only=cfg.mixed_only)
+                score_tokens(model, ref, rollouts, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, autocast,
+                             cfg.temperature)
                 k1s = fold_kl_into(rollouts, cfg.kl_coef if cfg.kl_estimator == "k1" else 0.0)
-                order = list(range(len(rollouts)))
-                random.Random(f"{cfg.seed}|{iteration}|{dist_.rank}").shuffle(order)
-                shares = [[rollouts[i] for i in order[u :: cfg.updates]] for u in range(cfg.updates)]
+                shares = []
+                for epoch in range(cfg.epochs):
+                    order = list(range(len(rollouts)))
+                    random.Random(f"{cfg.seed}|{iteration}|{epoch}|{dist_.rank}").shuffle(order)
+                    shares += [[rollouts[i] for i in order[u :: cfg.updates]] for u in range(cfg.updates)]
                 # A process with nothing to train on (fewer prompts than processes, or every generation
                 # failed) still joins each step's all-reduce, with a rollout borrowed from another one.
                 spare = rollouts[:1]
