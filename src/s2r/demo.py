@@ -49,7 +49,7 @@ TABLE = [("eval/acc_first", "acc first"), ("eval/acc_final", "acc final"), ("eva
 class DemoConfig:
     out: str = arg("runs/demo", help="output folder: results.json, report.html, rows/")
     seed: int = arg(0, help="seed of the task splits, the base model and sampling")
-    quick: bool = arg(False, help="a smaller run: 200 test problems, shorter base training")
+    quick: bool = arg(False, help="a smaller run: 200 test problems, 300 BI problems, 2 × 16 RL prompts, 25 offline problems")
     test_problems: int | None = arg(None, help="test problems (default 1000, --quick 200)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     train_base: bool = arg(False, help="train the base model from scratch even where s2r ships it (seed 0)")
@@ -62,10 +62,10 @@ class DemoConfig:
     sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
     sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
     rl_iterations: int = arg(8, help="ORL and PRL: iterations (--quick 2)")
-    rl_prompts: int = arg(64, help="ORL and PRL: prompts per iteration (× 4 samples; only groups with mixed answers train)")
+    rl_prompts: int = arg(64, help="ORL and PRL: prompts per iteration (× 4 samples; only groups with mixed answers train; --quick 16)")
     rl_lr: float = arg(5e-5, help="ORL, PRL and offline: learning rate")
     rl_kl: float = arg(0.01, help="ORL and PRL: β of the k1 KL to the bi model")
-    offline_problems: int = arg(150, help="offline: training problems (× 8 samples; --quick 50)")
+    offline_problems: int = arg(150, help="offline: training problems (× 8 samples; --quick 25)")
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
 
@@ -124,12 +124,13 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, out: Path) -> dict[str, Path]:
     common = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
                   seed=cfg.seed, system="", template="plain", micro_batch_size=16, generation_batch_size=cfg.batch_size)
     online = dict(common, limit=5000, iterations=cfg.rl_iterations if not cfg.quick else min(cfg.rl_iterations, 2),
-                  prompts=cfg.rl_prompts, samples=4, updates=1, mixed_only=True, kl_coef=cfg.rl_kl)
+                  prompts=cfg.rl_prompts if not cfg.quick else min(cfg.rl_prompts, 16), samples=4, updates=1,
+                  mixed_only=True, kl_coef=cfg.rl_kl)
     models = {
         "orl": run_rl(RLConfig(**online, level="outcome", out=str(stage / "orl"))),
         "prl": run_rl(RLConfig(**online, level="process", out=str(stage / "prl"))),
     }
-    n = cfg.offline_problems if not cfg.quick else min(cfg.offline_problems, 50)
+    n = cfg.offline_problems if not cfg.quick else min(cfg.offline_problems, 25)
     try:
         models["offline"] = run_offline(OfflineConfig(**common, limit=n, out=str(stage / "offline"), batch_size=16,
                                                       kl_coef=0.05))
