@@ -1,7 +1,7 @@
 """`s2r demo`: the whole method on the embedded task, on a laptop CPU, with the numbers that move.
 
-Builds (or reuses from the cache) the tiny base model, evaluates it on the test split with each
-strategy, and writes `DIR/results.json`, `DIR/report.html` and one trajectories file per row in
+Takes the shipped seed-0 base model (another seed's is built, or reused from the cache), evaluates
+it on the test split with each strategy, and writes `DIR/results.json`, `DIR/report.html` and one trajectories file per row in
 `DIR/rows/`. A killed demo resumes: finished rows and trajectories are reused.
 
 Rows:
