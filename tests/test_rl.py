@@ -311,16 +311,28 @@ def test_offline_selects_and_trains_on_given_rollouts(policy):
 
 
 def test_demo_rl_stage_wiring(policy, tmp_path, capsys):
-    """The demo's RL stage on the fixture model: ORL and PRL train, and offline RL, which finds no
-    correct rollout to learn from on this model, is left out with a warning instead of failing."""
-    from s2r.demo import DemoConfig, rl_stage
+    """The demo's RL stages on the fixture model: the model solves training problems after BI's, its
+    hard ones become ORL's problems (PRL keeps all of them); ORL and PRL train, and offline RL, which
+    finds no correct rollout to learn from on this model, is left out with a warning, not a failure."""
+    from s2r.data.hard import hard_problems
+    from s2r.demo import DemoConfig, hard_stage, rl_stage
+    from s2r.models.backend import SamplingParams
+    from s2r.solve import Settings
+    from s2r.train.base import PLAIN
 
     cfg = DemoConfig(out=str(tmp_path), quick=True, rl_iterations=1, rl_prompts=2, offline_problems=2, max_tokens=120,
-                     batch_size=16)
-    models = rl_stage(cfg, Path(policy[1]), tmp_path)
+                     batch_size=16, bi_problems=20, screen_problems=8)
+    s2r = Settings(max_tokens=120, params=SamplingParams(max_tokens=120, seed=0), prompt=PLAIN)
+    hard = hard_stage(cfg, Path(policy[1]), s2r, tmp_path)
+    screened = list(read_jsonl(tmp_path / "rl" / "screen.jsonl"))
+    assert [r["problem"] for r in screened] == [p.problem for p in list(arith.generate("train", 28, seed=0))[20:]]
+    expected = hard_problems(screened, min_attempts=3)[0]
+    assert expected and list(read_jsonl(hard)) == expected  # this weak model gets most of them wrong
+    models = rl_stage(cfg, Path(policy[1]), hard, tmp_path)
     assert sorted(models) in (["orl", "prl"], ["offline", "orl", "prl"])
-    for name in ("orl", "prl"):
+    for name, data in (("orl", [str(hard)]), ("prl", ["arith:train:0"])):
         assert (tmp_path / "rl" / name / "model" / "config.json").exists()
         assert len(list(read_jsonl(tmp_path / "rl" / name / "log.jsonl"))) == 1
+        assert json.loads((tmp_path / "rl" / name / "rl.json").read_text())["config"]["data"] == data
     if "offline" not in models:
         assert "the offline row is left out" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from s2r import __version__
 from s2r.check import CheckConfig, run_check
 from s2r.config import ConfigError, add_arguments, arg, from_args
 from s2r.data.build import BuildConfig
+from s2r.data.hard import HardConfig
 from s2r.data.sample import SampleConfig
 from s2r.data.verify import VerifyConfig
 from s2r.demo import DemoConfig
@@ -92,6 +93,7 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "sample": (SampleConfig, _lazy("s2r.data.sample", "run_sample"), "BI data 1/3: K sampled first attempts per problem, graded"),
     "verify": (VerifyConfig, _lazy("s2r.data.verify", "run_verify"), "BI data 2/3: a teacher verification per distinct (problem, answer)"),
     "build": (BuildConfig, _lazy("s2r.data.build", "run_build"), "BI data 3/3: assemble self-verify / self-correct SFT records"),
+    "hard": (HardConfig, _lazy("s2r.data.hard", "run_hard"), "the problems a model gets wrong or needs many attempts for, from its trajectories (RL data)"),
     "sft": (SFTConfig, _lazy("s2r.train.sft", "run_sft"), "fine-tune on SFT records (masked NLL + KL to the start model)"),
     "rl": (RLConfig, _lazy("s2r.train.rl", "run_rl"), "online RL: outcome-level (ORL) or process-level (PRL) rewards"),
     "offline": (OfflineConfig, _lazy("s2r.train.offline", "run_offline"), "offline RL on a fixed model's filtered rollouts"),

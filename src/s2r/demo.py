@@ -12,9 +12,11 @@ Rows:
   self-verify / self-correct trajectories and `sft` fine-tunes the base model on them; evaluated with
   the `s2r` strategy. `plain-sft`: the same problems' correct attempts only, same steps (the paper's
   control). Their data and models are in `DIR/bi/`.
-- `orl`, `prl`: online RL from the bi model (`s2r rl`); `offline`: offline RL on the bi model's
-  filtered rollouts (`s2r offline`); in `DIR/rl/`. `prl-majorityK`: the prl model votes over K
-  sampled answers, K chosen so that its tokens per problem match prl's.
+- `orl`, `prl`: online RL from the bi model (`s2r rl`) on the training problems (with --rl-hard, ORL
+  on those the bi model finds hard: `s2r hard` on its greedy trajectories of problems BI did not
+  use); `offline`: offline RL on the bi model's filtered rollouts (`s2r offline`); in `DIR/rl/`.
+  `prl-majorityK`: the prl model votes over K sampled answers, K chosen so that its tokens per
+  problem match prl's.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from s2r.config import arg, cache_root
 from s2r.evaluate import solve_resumable
-from s2r.jsonl import write_atomic, write_json_atomic
+from s2r.jsonl import write_atomic, write_json_atomic, write_jsonl_atomic
 from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
 from s2r.report import render_report
@@ -63,6 +65,11 @@ class DemoConfig:
     sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
     rl_iterations: int = arg(8, help="ORL and PRL: iterations (--quick 2)")
     rl_prompts: int = arg(64, help="ORL and PRL: prompts per iteration (× 4 samples; only groups with mixed answers train; --quick 16)")
+    rl_hard: bool = arg(False, help="ORL trains on the bi model's hard training problems (`s2r hard`: those its greedy s2r "
+                                    "trajectory ends wrong or needs ≥ 3 attempts for; pair with --rl-prompts 32); PRL "
+                                    "trains on all of them either way (on the hard ones it loses accuracy: README)")
+    screen_problems: int = arg(1000, help="--rl-hard: training problems (after BI's) the bi model solves to find its "
+                                          "hard ones (--quick 150)")
     rl_lr: float = arg(5e-5, help="ORL, PRL and offline: learning rate")
     rl_kl: float = arg(0.01, help="ORL and PRL: β of the k1 KL to the bi model")
     offline_problems: int = arg(150, help="offline: training problems (× 8 samples; --quick 25)")
@@ -115,8 +122,29 @@ def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dic
     return models
 
 
-def rl_stage(cfg: DemoConfig, bi_model: Path, out: Path) -> dict[str, Path]:
-    """ORL, PRL (online, from the bi model) and offline RL (on the bi model's filtered rollouts)."""
+def hard_stage(cfg: DemoConfig, bi_model: Path, s2r: Settings, out: Path) -> Path | None:
+    """The bi model solves (greedy, s2r) training problems BI did not use; those it ends wrong or right
+    only after ≥ 3 attempts are written to DIR/rl/hard.jsonl (`s2r hard`). None when there are none."""
+    from s2r.data.hard import hard_problems
+
+    stage = out / "rl"
+    n_bi = cfg.bi_problems if not cfg.quick else min(cfg.bi_problems, 300)
+    n = cfg.screen_problems if not cfg.quick else min(cfg.screen_problems, 150)
+    jobs = [("arith", p, 0) for p in list(arith.generate("train", n_bi + n, cfg.seed))[n_bi:]]
+    records = run_row("screen", "s2r", bi_model, jobs, s2r, out, cfg.batch_size, path=stage / "screen.jsonl")
+    hard, counts = hard_problems(records, min_attempts=3)
+    print(f"rl problems: {counts['hard']} of {len(jobs)} training problems BI did not use are hard for the bi model "
+          f"({counts['easy']} easy, {counts['ungraded']} ungraded)", file=sys.stderr)
+    if not hard:
+        print("no hard problems: ORL trains on all training problems", file=sys.stderr)
+        return None
+    write_jsonl_atomic(stage / "hard.jsonl", hard)
+    return stage / "hard.jsonl"
+
+
+def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> dict[str, Path]:
+    """ORL (online, from the bi model; on its hard problems when given), PRL (online, on all training
+    problems) and offline RL (on the bi model's filtered rollouts)."""
     from s2r.train.offline import NoOfflineData, OfflineConfig, run_offline
     from s2r.train.rl import RLConfig, run_rl
 
@@ -127,7 +155,8 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, out: Path) -> dict[str, Path]:
                   prompts=cfg.rl_prompts if not cfg.quick else min(cfg.rl_prompts, 16), samples=4, updates=1,
                   mixed_only=True, kl_coef=cfg.rl_kl)
     models = {
-        "orl": run_rl(RLConfig(**online, level="outcome", out=str(stage / "orl"))),
+        "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"]), level="outcome",
+                               out=str(stage / "orl"))),
         "prl": run_rl(RLConfig(**online, level="process", out=str(stage / "prl"))),
     }
     n = cfg.offline_problems if not cfg.quick else min(cfg.offline_problems, 25)
@@ -220,7 +249,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     runs = {name: timed("evaluation", run_row, name, strategy, model, jobs, s, out, cfg.batch_size)
             for name, strategy, model, s in plan}
     if models:
-        models.update(timed("rl", rl_stage, cfg, models["bi"], out))
+        hard = timed("rl problems", hard_stage, cfg, models["bi"], s2r, out) if cfg.rl_hard else None
+        models.update(timed("rl", rl_stage, cfg, models["bi"], hard, out))
         for name in [n for n in ("orl", "prl", "offline") if n in models]:
             runs[name] = timed("evaluation", run_row, name, "s2r", models[name], jobs, s2r, out, cfg.batch_size)
         # Same compute: the prl model samples k single answers and votes, k from prl's tokens per problem

@@ -37,6 +37,13 @@ from functools import lru_cache
 from multiprocessing.connection import wait
 
 CORRECT, INCORRECT, UNVERIFIABLE = "correct", "incorrect", "unverifiable"
+GRADER_FAILURES = ("timeout", "grader", "could not parse gold")  # reasons that say nothing about the answer
+
+
+def grader_failed(reason: str) -> bool:
+    """True when an unverifiable grade is the grader's failure (timeout, crash, unreadable gold),
+    not the answer's (no answer found, answer too long): such a grade is counted, never scored."""
+    return reason.startswith(GRADER_FAILURES)
 
 
 @dataclass(frozen=True)

@@ -123,13 +123,12 @@ def iteration_prompts(n: int, per_iteration: int, iteration: int, seed: int) -> 
     return out
 
 
-GRADER_FAILURES = ("timeout", "grader", "could not parse gold")  # reasons that say nothing about the answer
-
-
 def graded_actions(record: dict, fmt):
     """(parsed actions, their Steps) of a graded rollout record (the i-th solve gets the i-th
     attempt's grade), or None when the grader failed on one of its answers."""
-    if any(a.get("reason", "").startswith(GRADER_FAILURES) for a in record["attempts"]):
+    from s2r.grader import grader_failed
+
+    if any(grader_failed(a.get("reason", "")) for a in record["attempts"]):
         return None
     actions = parse(record["text"], fmt).actions
     grades = iter(a["grade"] == "correct" for a in record["attempts"])
