@@ -1,8 +1,9 @@
 """`s2r demo`: the whole method on the embedded task, on a laptop CPU, with the numbers that move.
 
 Takes the shipped seed-0 base model (another seed's is built, or reused from the cache), evaluates
-it on the test split with each strategy, and writes `DIR/results.json`, `DIR/report.html` and one trajectories file per row in
-`DIR/rows/`. A killed demo resumes: finished rows and trajectories are reused.
+it on the test split with each strategy, and writes `DIR/results.json`, `DIR/report.html` and one
+trajectories file per row in `DIR/rows/`. A killed demo resumes: finished rows and trajectories are
+reused.
 
 Rows:
 - `base`: one greedy attempt; `base-majority4`: majority of 4 samples at T=0.7; `base-intrinsic`: a
@@ -46,6 +47,9 @@ TABLE = [("eval/acc_first", "acc first"), ("eval/acc_final", "acc final"), ("eva
          ("verify/tpr", "tpr"), ("verify/tnr", "tnr"), ("eval/cl", "cl"), ("eval/cs", "cs"), ("eval/rss", "rss"),
          ("eval/attempts_mean", "attempts"), ("eval/tokens_mean", "tokens")]
 
+# --quick caps these settings at these values
+QUICK = {"bi_problems": 300, "screen_problems": 150, "rl_iterations": 2, "rl_prompts": 16, "offline_problems": 25}
+
 
 @dataclass
 class DemoConfig:
@@ -76,6 +80,10 @@ class DemoConfig:
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
 
+    def sized(self, name: str) -> int:
+        """A setting of QUICK, capped there under --quick."""
+        return min(getattr(self, name), QUICK[name]) if self.quick else getattr(self, name)
+
 
 def base_config(cfg: DemoConfig) -> BaseConfig:
     """The shipped base model where it has these settings (seed 0), else the full one from the cache
@@ -102,7 +110,7 @@ def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dic
     from s2r.train.sft import SFTConfig, run_sft
 
     stage = out / "bi"
-    n = cfg.bi_problems if not cfg.quick else min(cfg.bi_problems, 300)
+    n = cfg.sized("bi_problems")
     train = list(arith.generate("train", n, cfg.seed))
     sampled = Settings(max_tokens=200, params=SamplingParams(max_tokens=200, temperature=0.7, seed=cfg.seed), prompt=PLAIN)
     jobs = [("arith", p, k) for p in train for k in range(cfg.bi_samples)]
@@ -128,8 +136,7 @@ def hard_stage(cfg: DemoConfig, bi_model: Path, s2r: Settings, out: Path) -> Pat
     from s2r.data.hard import hard_problems
 
     stage = out / "rl"
-    n_bi = cfg.bi_problems if not cfg.quick else min(cfg.bi_problems, 300)
-    n = cfg.screen_problems if not cfg.quick else min(cfg.screen_problems, 150)
+    n_bi, n = cfg.sized("bi_problems"), cfg.sized("screen_problems")
     jobs = [("arith", p, 0) for p in list(arith.generate("train", n_bi + n, cfg.seed))[n_bi:]]
     records = run_row("screen", "s2r", bi_model, jobs, s2r, out, cfg.batch_size, path=stage / "screen.jsonl")
     hard, counts = hard_problems(records, min_attempts=3)
@@ -151,15 +158,14 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     stage = out / "rl"
     common = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
                   seed=cfg.seed, system="", template="plain", micro_batch_size=16, generation_batch_size=cfg.batch_size)
-    online = dict(common, limit=5000, iterations=cfg.rl_iterations if not cfg.quick else min(cfg.rl_iterations, 2),
-                  prompts=cfg.rl_prompts if not cfg.quick else min(cfg.rl_prompts, 16), samples=4, updates=1,
-                  mixed_only=True, kl_coef=cfg.rl_kl)
+    online = dict(common, limit=5000, iterations=cfg.sized("rl_iterations"), prompts=cfg.sized("rl_prompts"), samples=4,
+                  updates=1, mixed_only=True, kl_coef=cfg.rl_kl)
     models = {
         "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"]), level="outcome",
                                out=str(stage / "orl"))),
         "prl": run_rl(RLConfig(**online, level="process", out=str(stage / "prl"))),
     }
-    n = cfg.offline_problems if not cfg.quick else min(cfg.offline_problems, 25)
+    n = cfg.sized("offline_problems")
     try:
         models["offline"] = run_offline(OfflineConfig(**common, limit=n, out=str(stage / "offline"), batch_size=16,
                                                       kl_coef=0.05))
