@@ -60,6 +60,9 @@ def test_hand_computed_metrics_through_the_cli(tmp_path):
         "verify/unparsable": 1 / 7,  # 7 attempts carry a verification, p5's is unparsable
         "verify/first_acc_on_correct": 1 / 2,  # first attempts p1 (right), p3 (wrong)
         "verify/first_acc_on_incorrect": 1 / 2,  # first attempts p2 (right), p4 (wrong)
+        "fail/lost_right": 1 / 5,  # p3: 7 was right, rejected
+        "fail/accepted_wrong": 1 / 5,  # p4: never right, said "correct"
+        "fail/never_right": 1 / 5,  # p5: no answer
         # k = 1: P(a) = [1, 0, 1, 0, 0]; P(a)P(b|a) = [1, 0, 0, 0, 0]; (1-P(a))P(b|¬a) = [0, 1, 0, 0, 0]
         "eval/acc1": 2 / 5,
         "eval/acc2": 2 / 5,
@@ -139,6 +142,8 @@ def test_identities_on_random_data(records):
     acc1, cl, cs = m["eval/acc1"], m["eval/cl"], m["eval/cs"]
     acc2 = acc1 * (cl if cl is not None else 0) + (1 - acc1) * (cs if cs is not None else 0)
     assert m["eval/acc2"] == pytest.approx(acc2)  # acc2 = acc1·cl + (1 − acc1)·cs
+    fails = m["fail/lost_right"] + m["fail/accepted_wrong"] + m["fail/never_right"]
+    assert fails == pytest.approx(1 - m["eval/acc_final"])  # every wrong final answer in exactly one
     for name, value in m.items():
         assert value is None or math.isfinite(value)
         if value is not None and not name.endswith(("_mean", "delta")) and name != "eval/rss":
@@ -156,3 +161,12 @@ def test_same_k_links_the_two_families(records):
             assert m["eval/cl"] == pytest.approx(1 - m["eval/c2i"] / m["eval/acc_first"])
         if m["eval/acc_first"] < 1:
             assert m["eval/cs"] == pytest.approx(m["eval/i2c"] / (1 - m["eval/acc_first"]))
+
+
+def test_report_shows_where_the_failures_come_from():
+    from s2r.report import render_report
+
+    html = render_report("hand", {"run": HAND})
+    assert "Where the wrong final answers come from" in html
+    for label in ("right answer lost", "wrong answer accepted", "never right"):
+        assert f"<title>{label} · run: 20%</title>" in html  # p3, p4, p5: one of five each

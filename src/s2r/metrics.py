@@ -100,6 +100,32 @@ def verification_metrics(records: Sequence[Record]) -> Metrics:
     }
 
 
+# ----------------------------------------------------------------------------------- failures
+
+
+def failure_metrics(records: Sequence[Record]) -> Metrics:
+    """fail/*: where the wrong final answers come from, as shares of all trajectories; the three add
+    up to 1 − eval/acc_final. Not in METRICS.md: s2r's own decomposition of the failures.
+
+    fail/lost_right      some attempt was right, the final one is not: the model found the answer
+                         and let it go (its check rejected it, or it went on)
+    fail/accepted_wrong  no attempt was right and the model's check said "correct" to the last one:
+                         a wrong answer stopped the search
+    fail/never_right     no attempt was right and none was accepted: attempts or budget ran out
+
+    A perfect verifier with the same solver recovers at most lost_right + accepted_wrong, and the
+    latter only if a further attempt is right: what is left, never_right, is the solver's."""
+    n = len(records)
+    wrong = [r for r in records if not _final_ok(r)]
+    found = [any(a["grade"] == "correct" for a in r["attempts"]) for r in wrong]
+    accepted = [not f and r["attempts"][-1].get("verdict") == "correct" for r, f in zip(wrong, found)]
+    return {
+        "fail/lost_right": ratio(sum(found), n),
+        "fail/accepted_wrong": ratio(sum(accepted), n),
+        "fail/never_right": ratio(sum(not f and not a for f, a in zip(found, accepted)), n),
+    }
+
+
 # ----------------------------------------------------------------------------------- confidence / critique
 
 
@@ -197,6 +223,7 @@ def sampling_metrics(records: Sequence[Record]) -> Metrics:
 FAMILIES: dict[str, Callable[[Sequence[Record]], Metrics]] = {
     "answers": answer_metrics,
     "verification": verification_metrics,
+    "failures": failure_metrics,
     "confidence_critique": confidence_critique_metrics,
     "sampling": sampling_metrics,
 }

@@ -157,6 +157,10 @@ def render_report(title: str, runs: dict[str, list[dict]], meta: dict | None = N
     parts.append(bar_chart(names, {"fixed (i2c)": [o[n]["eval/i2c"] for n in names],
                                    "broken (c2i)": [o[n]["eval/c2i"] for n in names]},
                            "Self-correction: fixes and breakages (share of problems)"))
+    parts.append(bar_chart(names, {"right answer lost": [o[n]["fail/lost_right"] for n in names],
+                                   "wrong answer accepted": [o[n]["fail/accepted_wrong"] for n in names],
+                                   "never right": [o[n]["fail/never_right"] for n in names]},
+                           "Where the wrong final answers come from (share of problems)"))
     parts.append("</div><h2>The model's own verification</h2>")
     tables = {n: confusion(runs[n]) for n in names}
     verified = [n for n in names if sum(tables[n].values())]
