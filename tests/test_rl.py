@@ -330,9 +330,10 @@ def test_demo_rl_stage_wiring(policy, tmp_path, capsys):
     assert expected and list(read_jsonl(hard)) == expected  # this weak model gets most of them wrong
     models = rl_stage(cfg, Path(policy[1]), hard, tmp_path)
     assert sorted(models) in (["orl", "prl"], ["offline", "orl", "prl"])
-    for name, data in (("orl", [str(hard)]), ("prl", ["arith:train:0"])):
+    for name, data, beta in (("orl", [str(hard)], 0.01), ("prl", ["arith:train:0"], 0.05)):
         assert (tmp_path / "rl" / name / "model" / "config.json").exists()
         assert len(list(read_jsonl(tmp_path / "rl" / name / "log.jsonl"))) == 1
-        assert json.loads((tmp_path / "rl" / name / "rl.json").read_text())["config"]["data"] == data
+        config = json.loads((tmp_path / "rl" / name / "rl.json").read_text())["config"]
+        assert config["data"] == data and config["kl_coef"] == beta
     if "offline" not in models:
         assert "the offline row is left out" in capsys.readouterr().err

@@ -75,7 +75,9 @@ class DemoConfig:
     screen_problems: int = arg(1000, help="--rl-hard: training problems (after BI's) the bi model solves to find its "
                                           "hard ones (--quick 150)")
     rl_lr: float = arg(5e-5, help="ORL, PRL and offline: learning rate")
-    rl_kl: float = arg(0.01, help="ORL and PRL: β of the k1 KL to the bi model")
+    orl_kl: float = arg(0.01, help="ORL: β of the k1 KL to the bi model")
+    prl_kl: float = arg(0.05, help="PRL: β of the k1 KL to the bi model (METHOD.md's; at 0.01 PRL can wreck the "
+                                   "long divisions inside the checks: README)")
     offline_problems: int = arg(150, help="offline: training problems (× 8 samples; --quick 25)")
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
@@ -159,11 +161,11 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     common = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
                   seed=cfg.seed, system="", template="plain", micro_batch_size=16, generation_batch_size=cfg.batch_size)
     online = dict(common, limit=5000, iterations=cfg.sized("rl_iterations"), prompts=cfg.sized("rl_prompts"), samples=4,
-                  updates=1, mixed_only=True, kl_coef=cfg.rl_kl)
+                  updates=1, mixed_only=True)
     models = {
         "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"]), level="outcome",
-                               out=str(stage / "orl"))),
-        "prl": run_rl(RLConfig(**online, level="process", out=str(stage / "prl"))),
+                               kl_coef=cfg.orl_kl, out=str(stage / "orl"))),
+        "prl": run_rl(RLConfig(**online, level="process", kl_coef=cfg.prl_kl, out=str(stage / "prl"))),
     }
     n = cfg.sized("offline_problems")
     try:
