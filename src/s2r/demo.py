@@ -48,15 +48,16 @@ TABLE = [("eval/acc_first", "acc first"), ("eval/acc_final", "acc final"), ("eva
          ("eval/attempts_mean", "attempts"), ("eval/tokens_mean", "tokens")]
 
 # --quick caps these settings at these values
-QUICK = {"bi_problems": 300, "screen_problems": 150, "rl_iterations": 2, "rl_prompts": 16, "offline_problems": 25}
+QUICK = {"test_problems": 150, "bi_problems": 300, "screen_problems": 150, "rl_iterations": 2, "rl_prompts": 16,
+         "offline_problems": 16}
 
 
 @dataclass
 class DemoConfig:
     out: str = arg("runs/demo", help="output folder: results.json, report.html, rows/")
     seed: int = arg(0, help="seed of the task splits, the base model and sampling")
-    quick: bool = arg(False, help="a smaller run: 200 test problems, 300 BI problems, 2 × 16 RL prompts, 25 offline problems")
-    test_problems: int | None = arg(None, help="test problems (default 1000, --quick 200)")
+    quick: bool = arg(False, help="a smaller run: 150 test problems, 300 BI problems, 2 × 16 RL prompts, 16 offline problems")
+    test_problems: int = arg(1000, help="test problems (--quick 150)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     train_base: bool = arg(False, help="train the base model from scratch even where s2r ships it (seed 0)")
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
@@ -78,7 +79,7 @@ class DemoConfig:
     orl_kl: float = arg(0.01, help="ORL: β of the k1 KL to the bi model")
     prl_kl: float = arg(0.05, help="PRL: β of the k1 KL to the bi model (METHOD.md's; at 0.01 PRL can wreck the "
                                    "long divisions inside the checks: README)")
-    offline_problems: int = arg(150, help="offline: training problems (× 8 samples; --quick 25)")
+    offline_problems: int = arg(150, help="offline: training problems (× 8 samples; --quick 16)")
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
 
@@ -231,7 +232,7 @@ def format_table(rows: list[dict]) -> str:
 def run_demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     start = time.monotonic()
-    n_test = cfg.test_problems or (200 if cfg.quick else 1000)
+    n_test = cfg.sized("test_problems")
     print(f"s2r demo: seed {cfg.seed}, {n_test} test problems of the embedded arithmetic task", file=sys.stderr)
     seconds: dict[str, float] = {}  # wall clock of each stage -> results.json "seconds"
 
