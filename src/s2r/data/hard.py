@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from s2r.config import arg
 from s2r.grader import grader_failed
 from s2r.jsonl import DataError, write_jsonl_atomic
+from s2r.metrics import group_by_problem, load_trajectories
 
 
 @dataclass
@@ -43,11 +44,8 @@ def hard_problems(records: list[dict], min_attempts: int) -> tuple[list[dict], C
     """(the hard problems, in first-seen order, one per (benchmark, id); counts of problems that are
     hard, easy and ungraded). One hard trajectory makes its problem hard; an ungraded one makes it
     ungraded unless another trajectory is hard."""
-    by_problem: dict[tuple, list[dict]] = {}
-    for r in records:
-        by_problem.setdefault((r.get("benchmark"), r["id"]), []).append(r)
     hard, counts = [], Counter()
-    for group in by_problem.values():
+    for group in group_by_problem(records).values():
         verdicts = {verdict(r, min_attempts) for r in group}
         kind = "hard" if "hard" in verdicts else "ungraded" if "ungraded" in verdicts else "easy"
         counts[kind] += 1
@@ -61,8 +59,6 @@ def hard_problems(records: list[dict], min_attempts: int) -> tuple[list[dict], C
 
 
 def run_hard(cfg: HardConfig) -> list[dict]:
-    from s2r.metrics import load_trajectories
-
     problems, counts = hard_problems(load_trajectories(cfg.trajectories), cfg.min_attempts)
     write_jsonl_atomic(cfg.out, problems)
     ungraded = f", {counts['ungraded']} left out: the grader failed on them" if counts["ungraded"] else ""

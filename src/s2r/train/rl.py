@@ -36,6 +36,7 @@ from pathlib import Path
 
 from s2r.config import arg
 from s2r.format import SOLVE, MarkerFields, parse
+from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic
 from s2r.train.advantages import (
     ADVANTAGES,
@@ -126,8 +127,6 @@ def iteration_prompts(n: int, per_iteration: int, iteration: int, seed: int) -> 
 def graded_actions(record: dict, fmt):
     """(parsed actions, their Steps) of a graded rollout record (the i-th solve gets the i-th
     attempt's grade), or None when the grader failed on one of its answers."""
-    from s2r.grader import grader_failed
-
     if any(grader_failed(a.get("reason", "")) for a in record["attempts"]):
         return None
     actions = parse(record["text"], fmt).actions
