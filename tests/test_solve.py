@@ -6,7 +6,7 @@ from fakes import ScriptedBackend
 from s2r.format import DEFAULT_FORMAT as F
 from s2r.grader import Grader
 from s2r.prompts import PromptConfig
-from s2r.solve import Settings, settle, solve_problems
+from s2r.solve import ENDED, OPEN, RETRY, Settings, settle, solve_problems
 from s2r.tasks import Problem
 
 V = "\n\nWait, let me recheck my solution.\n"
@@ -66,6 +66,30 @@ def test_eos_after_incorrect_gets_the_retry_marker(grader):
     assert r["tokens"] == len(first) + 1 + len(second) + 1  # generated tokens only, EOS included
 
 
+@pytest.mark.parametrize("went_on", [
+    "\n\n\n" + r"\boxed{7}" + V + "yes." + OK,  # the next attempt without its marker: read as part of the check
+    V + "no." + OK,  # a second check of the same attempt
+    " Hmm." + R + r"\boxed{7}",  # more text after the verdict, then the marker
+])
+def test_the_retry_marker_follows_every_incorrect_verdict(grader, went_on):
+    """An "incorrect" verdict closes its verification and the retry marker opens the next attempt
+    (METHOD.md §1): whatever the model writes there instead is cut, and the loop writes the marker."""
+    first = r"\boxed{4}" + V + "no." + BAD
+    second = r"\boxed{5}" + V + "yes." + OK
+    (r,), _, backend = run({"p": [first + went_on, second]}, grader=grader)
+    assert len(backend.calls) == 2 and backend.calls[1][1].endswith(first + R)
+    assert r["text"] == first + R + second
+    assert shape(r) == [("4", "incorrect", "incorrect"), ("5", "correct", "correct")]
+    assert r["tokens"] == len(first + went_on) + 1 + len(second) + 1  # the cut tokens were generated: they count
+
+
+def test_settle_keeps_a_retry_marker_on_its_own_line():
+    one_newline = r"\boxed{4}" + V + "no." + BAD + "\nLet me try again.\n" + r"\boxed{5}"
+    assert settle(one_newline, F, max_attempts=4) == (one_newline, OPEN)
+    assert settle(r"\boxed{4}" + V + "no." + BAD + "  \n", F, 4) == (r"\boxed{4}" + V + "no." + BAD, RETRY)
+    assert settle(r"\boxed{4}" + V + "no." + BAD + "\nok", F, 1) == (r"\boxed{4}" + V + "no." + BAD, ENDED)
+
+
 def test_attempt_cap(grader):
     script = "".join(rf"\boxed{{{k}}}" + V + "no." + BAD + R for k in (1, 2, 3)) + r"\boxed{5}"
     settings = Settings(max_tokens=400, max_attempts=2, prompt=PLAIN.prompt)
@@ -76,8 +100,8 @@ def test_attempt_cap(grader):
 
 def test_attempt_cap_after_an_unparsable_verdict():
     text = r"\boxed{1}" + V + "no." + BAD + R + r"\boxed{2}" + V + "hmm" + R + r"\boxed{3}"
-    cut, ended = settle(text, F, max_attempts=2)
-    assert ended and cut == r"\boxed{1}" + V + "no." + BAD + R + r"\boxed{2}" + V + "hmm"
+    cut, status = settle(text, F, max_attempts=2)
+    assert status == ENDED and cut == r"\boxed{1}" + V + "no." + BAD + R + r"\boxed{2}" + V + "hmm"
 
 
 def test_token_cap_truncates(grader):

@@ -8,9 +8,11 @@ and returns trajectory records in the schema of metrics.py.
 
 - s2r: one generation in the trajectory format. The model decides when to stop; the loop enforces
   the rules of METHOD.md §1: the trajectory ends at the first "correct" verdict, or at the verdict
-  of attempt `max_attempts`; after an "incorrect" verdict that the model follows with EOS, the loop
-  writes the retry marker and lets it go on; a trajectory that runs out of its `max_tokens` budget
-  is marked truncated. A backend that can keep stop strings (transformers) stops generating at the
+  of attempt `max_attempts`; an "incorrect" verdict closes its verification and the retry marker
+  opens the next attempt, so where the model stops (EOS) after such a verdict, or goes on with
+  anything but the retry marker line, the loop cuts the text right after the verdict sentence,
+  writes the marker and lets it go on; a trajectory that runs out of its `max_tokens` budget is
+  marked truncated. A backend that can keep stop strings (transformers) stops generating at the
   "correct" verdict sentence, so no tokens are spent past the end. Records say whether the model
   itself stopped (EOS) where the trajectory ends (`stopped`), or was stopped or cut there by the
   loop: RL trains the EOS only in the first case.
@@ -25,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from s2r.format import CORRECT, INCORRECT, SOLVE, VERIFY, TrajectoryFormat, parse
+from s2r.format import CORRECT, INCORRECT, SOLVE, TrajectoryFormat, parse
 from s2r.grader import Grader, extract_answer
 from s2r.metrics import vote
 from s2r.models.backend import Backend, Completion, SamplingParams
@@ -56,20 +58,34 @@ class Settings:
 # ----------------------------------------------------------------------------------- s2r
 
 
-def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, bool]:
-    """Apply the stop rules to generated text: (text cut where the trajectory ends, whether it
-    ended). It ends right after the first "correct" verdict sentence, right after the verdict of
-    attempt `max_attempts`, or (that verdict being unparsable) before attempt `max_attempts + 1`."""
+ENDED, RETRY, OPEN = "ended", "retry", "open"  # what settle() says comes next
+
+
+def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, str]:
+    """Apply the format's rules to generated text: (the text, cut where they say, and what comes next).
+
+    ENDED  right after the first "correct" verdict sentence, right after the verdict of attempt
+           `max_attempts`, or (that verdict being unparsable) before attempt `max_attempts + 1`;
+    RETRY  right after an "incorrect" verdict sentence that is not followed by the retry marker line
+           (the model stopped there, or went on without it: "...incorrect.\n\n\n91 / 7: ..."):
+           the loop writes the marker next;
+    OPEN   otherwise, text unchanged (the model stopped elsewhere, or is not done)."""
+    actions = parse(text, fmt).actions
     attempts = 0
-    for a in parse(text, fmt).actions:
+    for i, a in enumerate(actions):
         if a.kind == SOLVE:
             attempts += 1
             if attempts > max_attempts:
-                return text[: a.start], True
+                return text[: a.start], ENDED
         elif a.verdict == CORRECT or (a.verdict == INCORRECT and attempts >= max_attempts):
             sentence = fmt.correct_sentence if a.verdict == CORRECT else fmt.incorrect_sentence
-            return text[: text.rfind(sentence, a.start, a.end) + len(sentence)], True
-    return text, False
+            return text[: text.rfind(sentence, a.start, a.end) + len(sentence)], ENDED
+        elif a.verdict == INCORRECT:
+            end = text.rfind(fmt.incorrect_sentence, a.start, a.end) + len(fmt.incorrect_sentence)
+            retry_follows = i + 1 < len(actions) and actions[i + 1].kind == SOLVE
+            if text[end : a.end].strip() or not retry_follows:
+                return text[:end], RETRY
+    return text, OPEN
 
 
 def attempts_of(text: str, fmt: TrajectoryFormat) -> list[dict]:
@@ -116,15 +132,14 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
             texts[i] += c.text
             tokens[i] += c.num_tokens
             full = len(texts[i])
-            texts[i], ended = settle(texts[i], s.fmt, s.max_attempts)
-            if ended:  # the model stopped right there, or generated on and was cut
+            texts[i], status = settle(texts[i], s.fmt, s.max_attempts)
+            if status == ENDED:  # the model stopped right there, or generated on and was cut
                 stopped[i] = c.finish_reason == "stop" and c.stop_string is None and len(texts[i]) == full
                 continue
             if c.finish_reason == "length" or tokens[i] >= s.max_tokens:
                 truncated[i] = True
                 continue
-            last = parse(texts[i], s.fmt).actions[-1]
-            if last.kind == VERIFY and last.verdict == INCORRECT:  # EOS after "incorrect": retry
+            if status == RETRY:  # after "incorrect" the model stopped, or went on without the marker
                 texts[i] += f"\n\n{s.fmt.retry_marker}\n"
                 still.append(i)
         active = still
