@@ -77,11 +77,11 @@ def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, st
             attempts += 1
             if attempts > max_attempts:
                 return text[: a.start], ENDED
-        elif a.verdict == CORRECT or (a.verdict == INCORRECT and attempts >= max_attempts):
+        elif a.verdict in (CORRECT, INCORRECT):
             sentence = fmt.correct_sentence if a.verdict == CORRECT else fmt.incorrect_sentence
-            return text[: text.rfind(sentence, a.start, a.end) + len(sentence)], ENDED
-        elif a.verdict == INCORRECT:
-            end = text.rfind(fmt.incorrect_sentence, a.start, a.end) + len(fmt.incorrect_sentence)
+            end = text.rfind(sentence, a.start, a.end) + len(sentence)  # the verdict sentence closes the check
+            if a.verdict == CORRECT or attempts >= max_attempts:
+                return text[:end], ENDED
             retry_follows = i + 1 < len(actions) and actions[i + 1].kind == SOLVE
             if text[end : a.end].strip() or not retry_follows:
                 return text[:end], RETRY
