@@ -18,9 +18,9 @@ class ScriptedBackend:
         assert len(matches) == 1, prompt
         return matches[0]
 
-    def complete(self, prompts, params):
+    def complete(self, prompts, params, max_tokens=None):
         out = []
-        for prompt in prompts:
+        for prompt, budget in zip(prompts, max_tokens or [params.max_tokens] * len(prompts)):
             problem = self._problem(prompt)
             if problem in self.fail:
                 out.append(Completion("", "error", 0, error="scripted failure"))
@@ -29,8 +29,8 @@ class ScriptedBackend:
             self.calls.append((problem, prompt))
             text, hit = cut_at_stop(segment, params.stop)
             finish = "stop"
-            if len(text) > params.max_tokens:
-                text, finish = text[: params.max_tokens], "length"
+            if len(text) > budget:
+                text, finish = text[:budget], "length"
             n = len(text) + (len(hit) if hit else finish == "stop")  # + the stop string's tokens, or the EOS token
             if hit and params.include_stop:
                 text += hit

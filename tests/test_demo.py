@@ -2,6 +2,7 @@
 main job; its numbers are in the README). Checks rows, files, resume and the model cache."""
 
 import json
+from pathlib import Path
 
 from s2r.cli import main
 
@@ -83,4 +84,19 @@ def test_rows_of_another_model_are_not_reused(tmp_path, capsys):
     assert run_row("r", "single", a, jobs, s, tmp_path, 4) == first  # same model: reused
     assert "another model" not in capsys.readouterr().err
     run_row("r", "single", b, jobs, s, tmp_path, 4)
-    assert "holds trajectories of another model or settings" in capsys.readouterr().err and source.read_text() != was
+    assert "holds trajectories of another model" in capsys.readouterr().err and source.read_text() != was
+
+
+def test_a_row_fingerprint_covers_the_code_that_writes_trajectories(tmp_path, monkeypatch):
+    import s2r.demo as demo
+    from s2r.models.backend import SamplingParams
+    from s2r.models.tiny import TinyModelConfig, run_tiny_model
+    from s2r.solve import Settings
+
+    package = Path(demo.__file__).parent
+    assert all((package / name).exists() for name in demo.ROW_CODE)  # a renamed module must not drop out
+    model = run_tiny_model(TinyModelConfig(str(tmp_path / "a"), seed=0))
+    s = Settings(max_tokens=6, params=SamplingParams(max_tokens=6, seed=0))
+    was = demo.fingerprint(model, "s2r", s)
+    monkeypatch.setattr(demo, "ROW_CODE", tuple(n for n in demo.ROW_CODE if n != "solve.py"))
+    assert demo.fingerprint(model, "s2r", s) != was  # the loop's code is part of it

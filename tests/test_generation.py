@@ -45,19 +45,31 @@ def test_decode_equals_generate_and_dropping_finished_rows_changes_no_other_row(
     tok, model = backend.tokenizer, backend.model
     prompts = ["Question: 1+1\nAnswer:\n", "hi", "a much longer prompt than the others", "x", "Compute 4 + 5.", "zz"]
     enc = tok(prompts, return_tensors="pt", padding=True)
-    ref = model.generate(**enc, max_new_tokens=30, do_sample=False, temperature=None, top_p=None, top_k=None,
+    ref = model.generate(**enc, max_new_tokens=120, do_sample=False, temperature=None, top_p=None, top_k=None,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[:, enc["input_ids"].shape[1]:].tolist()
     ref = [r[: r.index(tok.eos_token_id) + 1] if tok.eos_token_id in r else r for r in ref]
-    new, _ = decode(model, enc["input_ids"], enc["attention_mask"], 30, tok.eos_token_id)
-    assert new == ref
+    new, _ = decode(model, enc["input_ids"], enc["attention_mask"], 120, tok.eos_token_id)
+    assert new == ref and max(map(len, ref)) > 64  # past the cache's first capacity: it grew
     # a stop rule that ends rows at different steps: the others go on exactly as before
     def ends(ids: list[int]) -> bool:
         return len(ids) >= 2 + ids[0] % 13
 
     cut = [next((r[: i + 1] for i in range(len(r)) if ends(r[: i + 1])), r) for r in ref]
     assert len({len(c) for c in cut}) > 2
-    new, _ = decode(model, enc["input_ids"], enc["attention_mask"], 30, tok.eos_token_id, stopped=ends)
+    new, _ = decode(model, enc["input_ids"], enc["attention_mask"], 120, tok.eos_token_id, stopped=ends)
     assert new == cut
+
+
+def test_each_prompt_its_own_budget_in_one_call(backend):
+    prompts = ["Question: 1+1\nAnswer:\n", "hi", "a much longer prompt than the others", "x"]
+    budgets = [3, 17, 1, 40]
+    together = backend.complete(prompts, SamplingParams(max_tokens=5), budgets)
+    for prompt, budget, c in zip(prompts, budgets, together):
+        (alone,) = backend.complete([prompt], SamplingParams(max_tokens=budget))
+        assert c.token_ids == alone.token_ids and c.finish_reason == alone.finish_reason and c.num_tokens <= budget
+    assert [c.num_tokens for c in together if c.finish_reason == "length"] == [b for b, c in zip(budgets, together)
+                                                                               if c.finish_reason == "length"]
+    assert any(c.finish_reason == "length" for c in together)
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():

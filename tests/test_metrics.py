@@ -163,6 +163,20 @@ def test_same_k_links_the_two_families(records):
             assert m["eval/cs"] == pytest.approx(m["eval/i2c"] / (1 - m["eval/acc_first"]))
 
 
+def test_retries_written_by_the_loop_by_hand():
+    loop = lambda eos, cut: {"after_eos": eos, "after_cut": cut}  # noqa: E731
+    records = [
+        traj("a", [att("1", "incorrect", "incorrect"), att("2", "incorrect", "incorrect"), att("3", "correct", "correct")],
+             50, retries_by_loop=loop(1, 0)),  # 2 retries, 1 marker by the loop (the model stopped)
+        traj("b", [att("1", "incorrect", "incorrect"), att("2", "correct", "correct")], 30, retries_by_loop=loop(0, 1)),
+        traj("c", [att("2", "correct", "correct")], 10, retries_by_loop=loop(0, 0)),
+        traj("d", [att("1", "incorrect"), att("2", "correct")], 10),  # another strategy: not counted
+    ]
+    m = compute_metrics(records)["overall"]
+    assert m["eval/retry_by_loop"] == 2 / 3 and m["eval/retry_after_cut"] == 1 / 3
+    assert "eval/retry_by_loop" not in compute_metrics(HAND)["overall"]  # no record of the loop's
+
+
 def test_report_shows_where_the_failures_come_from():
     from s2r.report import render_report
 

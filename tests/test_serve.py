@@ -46,6 +46,9 @@ def test_http_backend_concurrency_and_failures(server):
     assert backend.model == "tiny"
     outs = backend.complete([f"prompt {i}" for i in range(8)], SamplingParams(max_tokens=6))
     assert all(o.finish_reason == "length" and o.num_tokens == 6 for o in outs)
+    # each prompt its own budget (the s2r loop's later rounds): the server batches them together
+    outs = backend.complete([f"prompt {i}" for i in range(4)], SamplingParams(max_tokens=6), [2, 5, 3, 1])
+    assert [o.num_tokens for o in outs] == [2, 5, 3, 1] and all(o.finish_reason == "length" for o in outs)
     chats = backend.chat([[{"role": "user", "content": "hey"}]], SamplingParams(max_tokens=4))
     assert chats[0].num_tokens == 4
     bad = HTTPBackend(url, model="tiny", api_key="wrong", retries=2, backoff=0.01)

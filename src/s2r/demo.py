@@ -188,10 +188,18 @@ def attempt_tokens(records: list[dict], tokenizer_dir: Path) -> float:
     return sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in firsts) / max(1, len(firsts))
 
 
+# The code a row's trajectories and grades come from: the loop, its parser and prompts, the backends,
+# the task and the grader. A change to any of them runs the rows again rather than mixing old and new.
+ROW_CODE = ("solve.py", "format.py", "prompts.py", "grader.py", "models", "tasks")
+
+
 def fingerprint(model_dir: Path, strategy: str, settings: Settings) -> str:
-    """What a row's trajectories depend on: the model's weights and config, the strategy, the settings."""
+    """What a row's trajectories depend on: the model's weights and config, the strategy, the
+    settings, and s2r's code that writes and grades them (ROW_CODE)."""
     h = hashlib.sha256(f"{strategy}|{settings!r}".encode())
-    for f in sorted(Path(model_dir).glob("*.safetensors")) + [Path(model_dir) / "config.json"]:
+    package = Path(__file__).parent
+    code = sorted(f for name in ROW_CODE for f in ([package / name] if name.endswith(".py") else (package / name).glob("*.py")))
+    for f in code + sorted(Path(model_dir).glob("*.safetensors")) + [Path(model_dir) / "config.json"]:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -199,7 +207,7 @@ def fingerprint(model_dir: Path, strategy: str, settings: Settings) -> str:
 def run_row(name: str, strategy: str, model_dir: Path, jobs, settings: Settings, out: Path, batch_size: int,
             path: Path | None = None) -> list[dict]:
     """Trajectories of one row, resumable: DIR/rows/NAME.jsonl (or `path`). Trajectories of another
-    model or other settings (PATH.source says whose they are) are discarded, not reused."""
+    model, other settings or other s2r code (PATH.source says whose they are) are discarded, not reused."""
     def backend():
         from s2r.models.hf import TransformersBackend
 
@@ -208,7 +216,7 @@ def run_row(name: str, strategy: str, model_dir: Path, jobs, settings: Settings,
     path = path or out / "rows" / f"{name}.jsonl"
     source, fp = path.with_name(path.name + ".source"), fingerprint(model_dir, strategy, settings)
     if source.exists() and source.read_text() != fp or not source.exists() and path.exists():
-        print(f"{path} holds trajectories of another model or settings: running {name} again", file=sys.stderr)
+        print(f"{path} holds trajectories of another model, other settings or other s2r code: running {name} again", file=sys.stderr)
         for stale in (path, path.with_name(path.name + ".partial")):
             stale.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -70,12 +70,12 @@ class Batcher:
                     jobs.append(self.jobs.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            groups: dict[SamplingParams, list] = {}
+            groups: dict[SamplingParams, list] = {}  # requests that differ only in max_tokens share a call
             for job in jobs:
-                groups.setdefault(job[1], []).append(job)
+                groups.setdefault(replace(job[1], max_tokens=0), []).append(job)
             for params, group in groups.items():
                 try:
-                    results = self.backend.complete([p for p, _, _ in group], params)
+                    results = self.backend.complete([p for p, _, _ in group], params, [q.max_tokens for _, q, _ in group])
                 except Exception as e:  # report to every waiting request, keep serving
                     results = [Completion("", "error", 0, error=f"{type(e).__name__}: {e}")] * len(group)
                 for (_, _, f), r in zip(group, results):

@@ -15,7 +15,8 @@ and returns trajectory records in the schema of metrics.py.
   marked truncated. A backend that can keep stop strings (transformers) stops generating at the
   "correct" verdict sentence, so no tokens are spent past the end. Records say whether the model
   itself stopped (EOS) where the trajectory ends (`stopped`), or was stopped or cut there by the
-  loop: RL trains the EOS only in the first case.
+  loop: RL trains the EOS only in the first case; and how many retry markers the loop wrote
+  (`retries_by_loop`: after the model's EOS, or after cutting its text).
 - single: one attempt (generation stops at the verify marker, so S²R models can be measured too).
 - majority: `votes` sampled attempts and a majority vote over their answers.
 - intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
@@ -113,19 +114,13 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
     n = len(prompts)
     texts, tokens = [""] * n, [0] * n
     truncated, errors, stopped = [False] * n, [None] * n, [False] * n
+    by_loop = [{"after_eos": 0, "after_cut": 0} for _ in range(n)]  # retry markers the loop wrote
     active = list(range(n))
     while active:
-        # One round for every active trajectory; those with the same remaining budget share a call.
-        by_budget: dict[int, list[int]] = {}
-        for i in active:
-            by_budget.setdefault(s.max_tokens - tokens[i], []).append(i)
-        results: dict[int, Completion] = {}
-        for budget, idx in by_budget.items():
-            outs = backend.complete([prompts[i] + texts[i] for i in idx], replace(params, max_tokens=budget))
-            results.update(zip(idx, outs))
+        # One round for every active trajectory, in one call, each with the rest of its budget.
+        outs = backend.complete([prompts[i] + texts[i] for i in active], params, [s.max_tokens - tokens[i] for i in active])
         still = []
-        for i in active:
-            c = results[i]
+        for i, c in zip(active, outs):
             if c.finish_reason == "error":
                 errors[i] = c.error
                 continue
@@ -140,11 +135,12 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
                 truncated[i] = True
                 continue
             if status == RETRY:  # after "incorrect" the model stopped, or went on without the marker
+                by_loop[i]["after_cut" if len(texts[i]) < full else "after_eos"] += 1
                 texts[i] += f"\n\n{s.fmt.retry_marker}\n"
                 still.append(i)
         active = still
-    return [Rollout(texts[i], attempts_of(texts[i], s.fmt), tokens[i], truncated[i], errors[i], {"stopped": stopped[i]})
-            for i in range(n)]
+    return [Rollout(texts[i], attempts_of(texts[i], s.fmt), tokens[i], truncated[i], errors[i],
+                    {"stopped": stopped[i], "retries_by_loop": by_loop[i]}) for i in range(n)]
 
 
 # ----------------------------------------------------------------------------------- baselines

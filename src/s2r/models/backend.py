@@ -1,6 +1,9 @@
 """The one small interface every generation backend implements.
 
-    backend.complete(prompts: list[str], params) -> list[Completion]     # text completion
+    backend.complete(prompts: list[str], params, max_tokens=None) -> list[Completion]   # text completion
+
+`max_tokens`, when given, is each prompt's own budget of new tokens (in place of params.max_tokens), so
+prompts with different budgets (the `s2r` loop's later rounds) share one call.
 
 Backends: `TransformersBackend` (a local model folder, hf.py) and `HTTPBackend` (any OpenAI-compatible
 server: vLLM, SGLang, TGI, `s2r serve`; http.py). Conversations are rendered to text by
@@ -42,7 +45,8 @@ class Completion:
 class Backend(Protocol):
     tokenizer: object | None  # a Hugging Face tokenizer when one is known (for chat templates)
 
-    def complete(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]: ...
+    def complete(self, prompts: Sequence[str], params: SamplingParams,
+                 max_tokens: Sequence[int] | None = None) -> list[Completion]: ...
 
     def close(self) -> None: ...
 

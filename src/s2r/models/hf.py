@@ -54,28 +54,29 @@ class TransformersBackend:
     def close(self) -> None:
         pass
 
-    def complete(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
+    def complete(self, prompts: Sequence[str], params: SamplingParams,
+                 max_tokens: Sequence[int] | None = None) -> list[Completion]:
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        budgets = max_tokens or [params.max_tokens] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[Completion | None] = [None] * len(prompts)
         for lo in range(0, len(order), self.batch_size):
             idx = order[lo : lo + self.batch_size]
-            for i, c in zip(idx, self._batch([prompts[i] for i in idx], params)):
+            for i, c in zip(idx, self._batch([prompts[i] for i in idx], params, [budgets[i] for i in idx])):
                 out[i] = c
         return out  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _batch(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+    def _batch(self, prompts: list[str], params: SamplingParams, budgets: list[int]) -> list[Completion]:
         tok = self.tokenizer
         bos = tok.bos_token
         add_special = not (bos and all(p.startswith(bos) for p in prompts))
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.device)
         prompt_len = enc["input_ids"].shape[1]  # [B, P], left-padded
-        max_new = params.max_tokens
-        if self.max_positions:
-            max_new = min(max_new, self.max_positions - prompt_len)
-        if max_new <= 0:
+        room = self.max_positions - prompt_len if self.max_positions else max(budgets)
+        max_new = [min(b, room) for b in budgets]
+        if room <= 0:
             err = f"prompt of {prompt_len} tokens leaves no room in {self.max_positions} positions"
             return [Completion("", "error", 0, error=err) for _ in prompts]
         tail = max((len(s) for s in params.stop), default=0) + 2  # tokens enough to hold any stop string

@@ -48,8 +48,10 @@ class HTTPBackend:
 
     # -- API
 
-    def complete(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        bodies = [{"prompt": p, **self._sampling(params)} for p in prompts]
+    def complete(self, prompts: Sequence[str], params: SamplingParams,
+                 max_tokens: Sequence[int] | None = None) -> list[Completion]:
+        budgets = max_tokens or [params.max_tokens] * len(prompts)
+        bodies = [{"prompt": p, **self._sampling(params), "max_tokens": m} for p, m in zip(prompts, budgets)]
         return list(self._pool.map(lambda b: self._call("/completions", b), bodies))
 
     def chat(self, conversations: Sequence[list[dict]], params: SamplingParams) -> list[Completion]:

@@ -60,7 +60,8 @@ from s2r.train.common import (
     wrap_ddp,
 )
 
-LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable")
+LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable",
+        "eval/retry_by_loop")
 
 
 @dataclass
