@@ -164,12 +164,11 @@ def test_same_k_links_the_two_families(records):
 
 
 def test_retries_written_by_the_loop_by_hand():
-    loop = lambda eos, cut: {"after_eos": eos, "after_cut": cut}  # noqa: E731
     records = [
         traj("a", [att("1", "incorrect", "incorrect"), att("2", "incorrect", "incorrect"), att("3", "correct", "correct")],
-             50, retries_by_loop=loop(1, 0)),  # 2 retries, 1 marker by the loop (the model stopped)
-        traj("b", [att("1", "incorrect", "incorrect"), att("2", "correct", "correct")], 30, retries_by_loop=loop(0, 1)),
-        traj("c", [att("2", "correct", "correct")], 10, retries_by_loop=loop(0, 0)),
+             50, loop_markers=[[40, 52, "eos"]]),  # 2 retries, 1 marker by the loop (the model stopped)
+        traj("b", [att("1", "incorrect", "incorrect"), att("2", "correct", "correct")], 30, loop_markers=[[30, 42, "cut"]]),
+        traj("c", [att("2", "correct", "correct")], 10, loop_markers=[]),
         traj("d", [att("1", "incorrect"), att("2", "correct")], 10),  # another strategy: not counted
     ]
     m = compute_metrics(records)["overall"]

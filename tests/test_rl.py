@@ -41,6 +41,8 @@ def test_encode_parts_pinned():
     assert parts == [-1, -1, 0, 1, 1, 1, 1]  # the EOS belongs to the last action
     ids, parts = encode_parts(tok, "Q:", "abcd", [(0, 4)], add_eos=False)  # truncated: no EOS
     assert parts == [-1, -1, 0, 0, 0, 0]
+    ids, parts = encode_parts(tok, "Q:", "abcd", [(0, 1), (1, 4)], skip=[(1, 3)])  # "bc" was written by the loop
+    assert parts == [-1, -1, 0, -1, -1, 1, 1]
 
 
 def _record(text, grades, truncated=False, reason="match"):
@@ -77,6 +79,14 @@ def test_rollouts_carry_one_part_per_action_and_leave_out_grader_failures():
     cut = [dict(records[0], stopped=False), dict(records[1], stopped=True)]
     a, b = make_rollouts(cut, ["Q1"], tok, "process", arith.DEFAULT_FORMAT, {}, AdvantageSettings(), samples=2)[0]
     assert a.ids[-1] != tok.eos_token_id and b.ids[-1] == tok.eos_token_id
+    # a retry marker the loop wrote (the model stopped after "incorrect") is not trained; the rest is
+    start = two.index(arith.DEFAULT_FORMAT.retry_marker) - 2
+    end = start + len(arith.DEFAULT_FORMAT.retry_marker) + 3
+    assert two[start:end] == f"\n\n{arith.DEFAULT_FORMAT.retry_marker}\n"
+    forced = [dict(records[0], loop_markers=[[start, end, "eos"]]), records[1]]
+    a_forced = make_rollouts(forced, ["Q1"], tok, "process", arith.DEFAULT_FORMAT, {}, AdvantageSettings(), samples=2)[0][0]
+    untrained = [i for i, (p, q) in enumerate(zip(a.parts, a_forced.parts)) if p != q]
+    assert len(untrained) == end - start and {a_forced.parts[i] for i in untrained} == {-1}  # one char per token
 
 
 def test_mixed_only_trains_the_groups_whose_final_answers_differ():

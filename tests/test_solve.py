@@ -52,7 +52,7 @@ def test_retries_after_incorrect_in_one_generation(grader):
     script = r"\boxed{4}" + V + "4 is too small." + BAD + R + r"\boxed{5}" + V + "yes." + OK
     (r,), _, backend = run({"p": [script]}, grader=grader)
     assert shape(r) == [("4", "incorrect", "incorrect"), ("5", "correct", "correct")]
-    assert len(backend.calls) == 1 and r["retries_by_loop"] == {"after_eos": 0, "after_cut": 0}
+    assert len(backend.calls) == 1 and r["loop_markers"] == []
 
 
 def test_eos_after_incorrect_gets_the_retry_marker(grader):
@@ -64,7 +64,7 @@ def test_eos_after_incorrect_gets_the_retry_marker(grader):
     assert r["text"] == first + R + second
     assert shape(r) == [("4", "incorrect", "incorrect"), ("5", "correct", "correct")]
     assert r["tokens"] == len(first) + 1 + len(second) + 1  # generated tokens only, EOS included
-    assert r["retries_by_loop"] == {"after_eos": 1, "after_cut": 0}
+    assert r["loop_markers"] == [[len(first), len(first + R), "eos"]]  # where the loop wrote, not the model
 
 
 @pytest.mark.parametrize("went_on", [
@@ -82,7 +82,7 @@ def test_the_retry_marker_follows_every_incorrect_verdict(grader, went_on):
     assert r["text"] == first + R + second
     assert shape(r) == [("4", "incorrect", "incorrect"), ("5", "correct", "correct")]
     assert r["tokens"] == len(first + went_on) + 1 + len(second) + 1  # the cut tokens were generated: they count
-    assert r["retries_by_loop"] == {"after_eos": 0, "after_cut": 1}
+    assert r["loop_markers"] == [[len(first), len(first + R), "cut"]]
 
 
 def test_settle_keeps_a_retry_marker_on_its_own_line():

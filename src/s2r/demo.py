@@ -63,13 +63,14 @@ class DemoConfig:
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
     base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 200)")
     votes: int = arg(4, help="base-majority: samples per vote")
-    bi_problems: int = arg(1000, help="BI: training problems to sample from (--quick 300)")
+    bi_problems: int = arg(300, help="BI: training problems to sample from (1,000 gives a bi model RL cannot improve "
+                                     "on: README)")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
     sft_epochs: int = arg(4, help="BI and plain SFT: epochs")
     sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
     sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
-    rl_iterations: int = arg(8, help="ORL and PRL: iterations (--quick 2)")
-    rl_prompts: int = arg(64, help="ORL and PRL: prompts per iteration (× 4 samples; only groups with mixed answers train; --quick 16)")
+    rl_iterations: int = arg(12, help="ORL and PRL: iterations (--quick 2)")
+    rl_prompts: int = arg(32, help="ORL and PRL: prompts per iteration (× 4 samples; only groups with mixed answers train; --quick 16)")
     rl_hard: bool = arg(False, help="ORL trains on the bi model's hard training problems (`s2r hard`: those its greedy s2r "
                                     "trajectory ends wrong or needs ≥ 3 attempts for; pair with --rl-prompts 32); PRL "
                                     "trains on all of them either way (on the hard ones it loses accuracy: README)")
@@ -79,7 +80,7 @@ class DemoConfig:
     orl_kl: float = arg(0.01, help="ORL: β of the k1 KL to the bi model")
     prl_kl: float = arg(0.05, help="PRL: β of the k1 KL to the bi model (METHOD.md's; at 0.01 PRL can wreck the "
                                    "long divisions inside the checks: README)")
-    offline_problems: int = arg(150, help="offline: training problems (× 8 samples; --quick 16)")
+    offline_problems: int = arg(64, help="offline: training problems (× 8 samples; --quick 16)")
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
 

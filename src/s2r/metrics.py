@@ -128,18 +128,17 @@ def failure_metrics(records: Sequence[Record]) -> Metrics:
 
 def loop_metrics(records: Sequence[Record]) -> Metrics:
     """eval/retry_by_loop, eval/retry_after_cut: of all retries (attempts after the first, over the
-    records the `s2r` loop wrote, which carry `retries_by_loop`), the share whose retry marker the loop
+    records the `s2r` loop wrote, which carry `loop_markers`), the share whose retry marker the loop
     wrote because the model did not — it stopped (EOS) after "incorrect", or went on without the marker
     and was cut there (the second share). Not in METRICS.md: a model that leaves the marker out is
     drifting from the format (RL can teach it to). Absent where no record carries the field (like
     maj@k without several samples)."""
-    loop = [r for r in records if "retries_by_loop" in r]
+    loop = [r for r in records if "loop_markers" in r]
     if not loop:
         return {}
     retries = sum(len(r["attempts"]) - 1 for r in loop)
-    eos = sum(r["retries_by_loop"]["after_eos"] for r in loop)
-    cut = sum(r["retries_by_loop"]["after_cut"] for r in loop)
-    return {"eval/retry_by_loop": ratio(eos + cut, retries), "eval/retry_after_cut": ratio(cut, retries)}
+    written = [why for r in loop for _, _, why in r["loop_markers"]]
+    return {"eval/retry_by_loop": ratio(len(written), retries), "eval/retry_after_cut": ratio(written.count("cut"), retries)}
 
 
 # ----------------------------------------------------------------------------------- confidence / critique

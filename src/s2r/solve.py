@@ -15,8 +15,9 @@ and returns trajectory records in the schema of metrics.py.
   marked truncated. A backend that can keep stop strings (transformers) stops generating at the
   "correct" verdict sentence, so no tokens are spent past the end. Records say whether the model
   itself stopped (EOS) where the trajectory ends (`stopped`), or was stopped or cut there by the
-  loop: RL trains the EOS only in the first case; and how many retry markers the loop wrote
-  (`retries_by_loop`: after the model's EOS, or after cutting its text).
+  loop: RL trains the EOS only in the first case; and where the loop wrote a retry marker
+  (`loop_markers`: [start, end, "eos" | "cut"], its character span in the text and whether the model
+  stopped there or its text was cut): RL trains only what the model generated, not these.
 - single: one attempt (generation stops at the verify marker, so S²R models can be measured too).
 - majority: `votes` sampled attempts and a majority vote over their answers.
 - intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
@@ -114,7 +115,7 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
     n = len(prompts)
     texts, tokens = [""] * n, [0] * n
     truncated, errors, stopped = [False] * n, [None] * n, [False] * n
-    by_loop = [{"after_eos": 0, "after_cut": 0} for _ in range(n)]  # retry markers the loop wrote
+    markers: list[list] = [[] for _ in range(n)]  # [start, end, "eos" | "cut"] of each marker the loop wrote
     active = list(range(n))
     while active:
         # One round for every active trajectory, in one call, each with the rest of its budget.
@@ -135,12 +136,13 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
                 truncated[i] = True
                 continue
             if status == RETRY:  # after "incorrect" the model stopped, or went on without the marker
-                by_loop[i]["after_cut" if len(texts[i]) < full else "after_eos"] += 1
+                start = len(texts[i])
                 texts[i] += f"\n\n{s.fmt.retry_marker}\n"
+                markers[i].append([start, len(texts[i]), "cut" if start < full else "eos"])
                 still.append(i)
         active = still
     return [Rollout(texts[i], attempts_of(texts[i], s.fmt), tokens[i], truncated[i], errors[i],
-                    {"stopped": stopped[i], "retries_by_loop": by_loop[i]}) for i in range(n)]
+                    {"stopped": stopped[i], "loop_markers": markers[i]}) for i in range(n)]
 
 
 # ----------------------------------------------------------------------------------- baselines

@@ -53,13 +53,16 @@ def encode_spans(tokenizer, prompt: str, completion: str, spans, add_eos: bool =
     return p + ids, [0] * len(p) + mask
 
 
-def encode_parts(tokenizer, prompt: str, completion: str, spans, add_eos: bool = True) -> tuple[list[int], list[int]]:
+def encode_parts(tokenizer, prompt: str, completion: str, spans, add_eos: bool = True,
+                 skip=()) -> tuple[list[int], list[int]]:
     """(ids, part index per token) of prompt + completion (+ EOS) for RL: −1 on the prompt; i on the
     completion tokens of character span i (the spans tile the completion; `format.token_spans`
-    decides straddling tokens); the closing EOS belongs to the last part (METHOD.md §3).
+    decides straddling tokens); the closing EOS belongs to the last part (METHOD.md §3); −1 again
+    on tokens touching a character span in `skip` (text the loop wrote, not the model: not trained).
 
     prompt "Q:", completion "abcd", spans [(0, 1), (1, 4)]
       -> tokens [Q, :, a, b, c, d, <eos>], parts [-1, -1, 0, 1, 1, 1, 1]  (pinned in tests)
+    the same with skip [(1, 3)] -> parts [-1, -1, 0, -1, -1, 1, 1]
     """
     from s2r.format import token_spans
 
@@ -68,6 +71,9 @@ def encode_parts(tokenizer, prompt: str, completion: str, spans, add_eos: bool =
     parts = [-1] * len(enc["input_ids"])
     for i, (t0, t1) in enumerate(token_spans(enc["offset_mapping"], spans)):
         parts[t0:t1] = [i] * (t1 - t0)
+    for t, (start, end) in enumerate(enc["offset_mapping"]):
+        if any(start < e and s < end for s, e in skip):
+            parts[t] = -1
     ids = list(enc["input_ids"])
     if add_eos:
         ids, parts = ids + [tokenizer.eos_token_id], parts + [len(spans) - 1]

@@ -269,7 +269,8 @@ def run_offline(cfg: OfflineConfig) -> Path:
             p = by_id[(k.record["benchmark"], str(k.record["id"]))]
             prompt = render_prompt(messages_for(p.problem, prompt_cfg), prompt_cfg, tokenizer)
             spans = [(0, len(k.text))] if cfg.level == "outcome" else k.spans
-            ids, parts = encode_parts(tokenizer, prompt, k.text, spans, add_eos=k.eos)
+            ids, parts = encode_parts(tokenizer, prompt, k.text, spans, add_eos=k.eos,
+                                      skip=[(s, e) for s, e, _ in k.record.get("loop_markers", [])])
             data.append(Rollout(ids, parts, adv))
         score_tokens(model, ref, data, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device),
                      cfg.temperature)

@@ -177,8 +177,10 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
         for r, actions, (steps, truncated), adv in zip(group, g_actions, g_steps, g_adv):
             text = r["text"]
             spans = [(0, len(text))] if level == "outcome" else [(a.start, a.end) for a in actions]
-            # the EOS is trained where the model emitted it, not where the loop cut it off
-            ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated))
+            # the EOS is trained where the model emitted it, not where the loop cut it off; the retry
+            # markers the loop wrote are not the model's samples: not trained either
+            ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated),
+                                      skip=[(s, e) for s, e, _ in r.get("loop_markers", [])])
             rollouts.append(Rollout(ids, parts, adv))
     per_step = [(process_rewards(st, tr), st) for st, tr in flat_steps]
     observed = {
