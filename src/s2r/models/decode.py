@@ -79,8 +79,9 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new
     """Generate up to max_new tokens (one budget for all rows, or one per row) for each left-padded row
     of input_ids [B, P].
 
-    A row ends at EOS (included), at its budget, or when stopped(its new ids) says so (a stop string). Returns the
-    new ids of each row and, with logprobs, log softmax(logits) [temperature 1] of each chosen token.
+    A row ends at EOS (included), at its budget, or when stopped(its new ids) says so (a stop
+    string). Returns the new ids of each row and, with logprobs, log softmax(logits) [temperature 1]
+    of each chosen token.
     """
     batch = input_ids.shape[0]
     limit = [max_new] * batch if isinstance(max_new, int) else list(max_new)
