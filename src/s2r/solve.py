@@ -90,6 +90,11 @@ def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, st
     return text, OPEN
 
 
+def loop_written(record: dict) -> list[tuple[int, int]]:
+    """Character spans of a record's text that the loop wrote, not the model (its retry markers)."""
+    return [(start, end) for start, end, _ in record.get("loop_markers", [])]
+
+
 def attempts_of(text: str, fmt: TrajectoryFormat) -> list[dict]:
     """[{"answer", "verdict"}] per attempt: each solve action and the verification after it."""
     out: list[dict] = []

@@ -208,7 +208,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.models.backend import SamplingParams
     from s2r.models.hf import TransformersBackend
     from s2r.prompts import PromptConfig, messages_for, render_prompt
-    from s2r.solve import Settings
+    from s2r.solve import Settings, loop_written
     from s2r.tasks import load_problems
     from s2r.train.batching import encode_parts
     from s2r.train.common import (
@@ -270,7 +270,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
             prompt = render_prompt(messages_for(p.problem, prompt_cfg), prompt_cfg, tokenizer)
             spans = [(0, len(k.text))] if cfg.level == "outcome" else k.spans
             ids, parts = encode_parts(tokenizer, prompt, k.text, spans, add_eos=k.eos,
-                                      skip=[(s, e) for s, e, _ in k.record.get("loop_markers", [])])
+                                      skip=loop_written(k.record))
             data.append(Rollout(ids, parts, adv))
         score_tokens(model, ref, data, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device),
                      cfg.temperature)

@@ -38,6 +38,7 @@ from s2r.config import arg
 from s2r.format import SOLVE, MarkerFields, parse
 from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic
+from s2r.solve import loop_written
 from s2r.train.advantages import (
     ADVANTAGES,
     BASELINES,
@@ -180,7 +181,7 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
             # the EOS is trained where the model emitted it, not where the loop cut it off; the retry
             # markers the loop wrote are not the model's samples: not trained either
             ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated),
-                                      skip=[(s, e) for s, e, _ in r.get("loop_markers", [])])
+                                      skip=loop_written(r))
             rollouts.append(Rollout(ids, parts, adv))
     per_step = [(process_rewards(st, tr), st) for st, tr in flat_steps]
     observed = {
