@@ -30,6 +30,7 @@ from s2r.train.rl import (
     make_rollouts,
     rl_accumulate,
     run_rl,
+    score_tokens,
 )
 from s2r.train.sft import SFTConfig, run_sft
 
@@ -131,6 +132,41 @@ def test_uneven_micro_batches_give_the_gradient_of_one_batch():
     whole = _grads(model, [rollouts], n_parts, n_tokens, cfg)
     split = _grads(model, [rollouts[:1], rollouts[1:4], rollouts[4:]], n_parts, n_tokens, cfg)
     assert whole.abs().sum() > 0 and torch.allclose(whole, split, atol=1e-6)
+
+
+def test_k1_is_folded_into_each_parts_advantage():
+    """β·Σ_{t∈p} k1_t is subtracted from A_p inside the step: the same gradient as advantages
+    folded by hand with β = 0."""
+    from s2r.train.advantages import fold_kl
+    from s2r.train.losses import part_sums
+
+    model, tok = build_tiny_model(TinyModelConfig("unused", seed=4))
+    rollouts = _hand_rollouts(tok)
+    n_parts = sum(len(r.adv) for r in rollouts)
+    folded = []
+    for r in rollouts:
+        k1 = torch.tensor(r.old_logp) - torch.tensor(r.ref_logp)  # [T-1]
+        adv = fold_kl(torch.tensor(r.adv), part_sums(k1, torch.tensor(r.parts[1:]), len(r.adv)), 0.3)
+        folded.append(Rollout(r.ids, r.parts, adv.tolist(), old_logp=r.old_logp, ref_logp=r.ref_logp))
+    inside = _grads(model, [rollouts[:2], rollouts[2:]], n_parts, 1, RLConfig("unused", kl_coef=0.3))
+    by_hand = _grads(model, [folded[:2], folded[2:]], n_parts, 1, RLConfig("unused", kl_coef=0.0))
+    assert inside.abs().sum() > 0 and torch.allclose(inside, by_hand, atol=1e-6)
+
+
+def test_an_on_policy_step_reads_pi_old_off_its_own_forward():
+    """Without old_logp (one step per iteration, no scoring pass) the step equals the one with
+    old_logp scored by the same model before it, KL fold included."""
+    model, tok = build_tiny_model(TinyModelConfig("unused", seed=5))
+    ref, _ = build_tiny_model(TinyModelConfig("unused", seed=6))
+    cfg = RLConfig("unused", kl_coef=0.3)
+    scored, fresh = _hand_rollouts(tok), _hand_rollouts(tok)
+    score_tokens(model, ref, scored, 2, 0, "cpu", None, cfg.temperature)
+    score_tokens(model, ref, fresh, 2, 0, "cpu", None, cfg.temperature, old=False)
+    assert fresh[0].old_logp is None and fresh[0].ref_logp == scored[0].ref_logp
+    n_parts = sum(len(r.adv) for r in scored)
+    with_old = _grads(model, [scored[:3], scored[3:]], n_parts, 1, cfg)
+    without = _grads(model, [fresh[:3], fresh[3:]], n_parts, 1, cfg)
+    assert with_old.abs().sum() > 0 and torch.allclose(with_old, without, atol=1e-6)
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])

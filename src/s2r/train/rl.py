@@ -15,7 +15,9 @@ One iteration:
         ρ_p = exp(mean_{t∈p} log π_θ(y_t) − log π_old(y_t)),  π_old = the policy that sampled,
      every π taken at the sampling temperature (softmax(logits / T), the distribution sampled from),
      with n_parts, n_tok counted over the whole step (all micro-batches and processes), so gradient
-     accumulation and data parallelism give the gradient of one big batch.
+     accumulation and data parallelism give the gradient of one big batch. With one step per
+     iteration (updates × epochs = 1) π_old = π_θ: its log-probabilities are read off the training
+     forward instead of a scoring pass (a fifth of an iteration's forward work).
 
 Prompt groups with a grader failure (timeout, crash) are left out of the update and counted, never
 scored. Checkpoints (`ckpt.pt`: trainable weights, optimiser, baseline statistics, iteration) give an
@@ -221,9 +223,10 @@ def batch_of(rollouts: list[Rollout], pad_id: int, device) -> dict:
 
 
 def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, device, autocast,
-                 temperature: float = 1.0) -> None:
-    """Fill old_logp (the sampling policy, before any update) and ref_logp of every rollout, both
-    at the sampling temperature."""
+                 temperature: float = 1.0, old: bool = True) -> None:
+    """Fill old_logp (the sampling policy, before any update; skipped with old=False, for an
+    on-policy single step that reads it off its own forward) and ref_logp of every rollout, both at
+    the sampling temperature."""
     import torch
 
     from s2r.train.batching import token_logprobs
@@ -232,7 +235,6 @@ def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, d
         for lo in range(0, len(rollouts), micro):
             mb = rollouts[lo : lo + micro]
             t = batch_of(mb, pad_id, device)
-            old = token_logprobs(model, t, temperature)  # [b, T-1]
             if ref is not None:
                 r = token_logprobs(ref, t, temperature)
             elif hasattr(model, "disable_adapter"):  # LoRA: the reference is the model without adapters
@@ -240,60 +242,53 @@ def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, d
                     r = token_logprobs(model, t, temperature)
             else:
                 r = None
+            o = token_logprobs(model, t, temperature) if old else None  # [b, T-1]
             for i, ro in enumerate(mb):
-                ro.old_logp = old[i, : len(ro.ids) - 1].tolist()
+                ro.old_logp = o[i, : len(ro.ids) - 1].tolist() if o is not None else None
                 ro.ref_logp = r[i, : len(ro.ids) - 1].tolist() if r is not None else None
-
-
-def fold_kl_into(rollouts: list[Rollout], kl_coef: float) -> list[float]:
-    """A_p ← A_p − β Σ_{t∈p} k1_t with k1 = log π_old − log π_ref; returns every trained token's k1."""
-    import torch
-
-    from s2r.train.advantages import fold_kl
-    from s2r.train.losses import k1 as k1_of
-    from s2r.train.losses import part_sums
-
-    all_k1 = []
-    for r in rollouts:
-        if r.ref_logp is None:
-            continue
-        ids = torch.tensor(r.parts[1:])  # [T-1]
-        k1 = k1_of(torch.tensor(r.old_logp, dtype=torch.float64), torch.tensor(r.ref_logp, dtype=torch.float64))  # [T-1]
-        sums = part_sums(k1, ids, len(r.adv))  # [n_parts]
-        all_k1 += k1[ids >= 0].tolist()
-        if kl_coef:
-            r.adv = fold_kl(torch.tensor(r.adv, dtype=torch.float64), sums, kl_coef).tolist()
-    return all_k1
 
 
 def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int, cfg: RLConfig, world: int = 1,
                   weight: float = 1.0, pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
     """Forward and backward every micro-batch of one optimiser step; the gradients add up to those of
-    the step's loss over all its parts (see the module docstring). Returns [Σ surrogate, Σ k3,
-    clipped parts] of this process."""
+    the step's loss over all its parts (see the module docstring). Rollouts without old_logp are
+    on-policy (one step on fresh rollouts): π_old = π_θ, read off this forward. With kl_estimator
+    k1 the KL is folded into the advantages here. Returns [Σ surrogate, Σ k3, clipped parts, Σ k1,
+    k1 tokens] of this process."""
     import torch
 
+    from s2r.train.advantages import fold_kl
     from s2r.train.batching import token_logprobs
-    from s2r.train.losses import clipped_mask, clipped_surrogate, k3, part_log_ratios
+    from s2r.train.losses import clipped_mask, clipped_surrogate, k1, k3, part_log_ratios, part_sums
 
-    sums = [0.0, 0.0, 0.0]
+    sums = [0.0] * 5
     for j, mb in enumerate(micros):
         t = batch_of(mb, pad_id, device)
         adv = torch.tensor([a for r in mb for a in r.adv], dtype=torch.float32, device=device)  # [n]
+        trained = t["parts"] >= 0  # [b, T-1]
         sync = j == len(micros) - 1 or world == 1
         with (contextlib.nullcontext() if sync else ddp.no_sync()), (autocast or contextlib.nullcontext()):
             logp = token_logprobs(ddp, t, cfg.temperature)  # [b, T-1], π_θ at the sampling temperature
-            log_ratio = part_log_ratios(logp, t["old_logp"], t["parts"], t["n_parts"])  # [n]
+            old = t.get("old_logp", logp.detach())  # [b, T-1]
+            k1_sum = torch.zeros((), device=device)
+            if "ref_logp" in t:
+                k1_t = k1(old, t["ref_logp"]).float()  # [b, T-1], log π_old − log π_ref
+                k1_sum = (k1_t * trained).sum() * weight
+                if cfg.kl_estimator == "k1":
+                    adv = fold_kl(adv, part_sums(k1_t, t["parts"], t["n_parts"]), cfg.kl_coef)  # A_p − β Σ_{t∈p} k1_t
+            log_ratio = part_log_ratios(logp, old, t["parts"], t["n_parts"])  # [n]
             surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps).sum() * weight
             loss = surrogate / n_parts
             k3_sum = torch.zeros((), device=device)
             if cfg.kl_estimator == "k3" and "ref_logp" in t:
-                k3_sum = (k3(logp, t["ref_logp"]) * (t["parts"] >= 0)).sum() * weight
+                k3_sum = (k3(logp, t["ref_logp"]) * trained).sum() * weight
                 loss = loss + cfg.kl_coef * k3_sum / n_tokens
             (loss * world).backward()  # DDP averages over processes; × world makes it the sum
         sums[0] += surrogate.item()
         sums[1] += k3_sum.item()
         sums[2] += clipped_mask(log_ratio.detach(), adv, cfg.clip_eps).sum().item() * weight
+        sums[3] += k1_sum.item()
+        sums[4] += trained.sum().item() * weight if "ref_logp" in t else 0.0
     return sums
 
 
@@ -358,9 +353,9 @@ def run_rl(cfg: RLConfig) -> Path:
                 rollouts, state, observed, left_out = make_rollouts(
                     ordered, prompts, tokenizer, cfg.level, cfg.fmt, state, cfg.advantage_settings(), cfg.samples,
                     stats_reduce=dist_.merge_stats, mixed_only=cfg.mixed_only)
+                # one step on fresh rollouts: π_old = π_θ, read off the training forward (no scoring pass)
                 score_tokens(model, ref, rollouts, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, autocast,
-                             cfg.temperature)
-                k1s = fold_kl_into(rollouts, cfg.kl_coef if cfg.kl_estimator == "k1" else 0.0)
+                             cfg.temperature, old=cfg.updates * cfg.epochs > 1)
                 shares = []
                 for epoch in range(cfg.epochs):
                     order = list(range(len(rollouts)))
@@ -371,7 +366,7 @@ def run_rl(cfg: RLConfig) -> Path:
                 spare = rollouts[:1]
                 if dist_.sum([float(not rollouts)])[0]:
                     spare = next((part for part in dist_.gather(rollouts[:1]) if part), [])
-                totals = [0.0, 0.0, 0.0, 0.0]  # Σ surrogate, Σ k3, clipped parts, parts
+                totals = [0.0] * 6  # Σ surrogate, Σ k3, clipped parts, Σ k1, k1 tokens, parts
                 for share in shares:
                     n_parts, n_tokens = dist_.sum([sum(len(r.adv) for r in share),
                                                    sum(sum(p >= 0 for p in r.parts[1:]) for r in share)])
@@ -389,12 +384,12 @@ def run_rl(cfg: RLConfig) -> Path:
                 iteration += 1
                 everyone = [r for part in dist_.gather(records) for r in part]
                 live = compute_metrics(everyone)["overall"] if everyone else {}
-                sums = dist_.sum([x for v in observed.values() for x in (sum(v), len(v))] + [len(k1s), sum(k1s), left_out])
+                sums = dist_.sum([x for v in observed.values() for x in (sum(v), len(v))] + [left_out])
                 means = {k: sums[2 * i] / sums[2 * i + 1] if sums[2 * i + 1] else None for i, k in enumerate(observed)}
-                n_k1, sum_k1, left_out = sums[-3:]
-                record = {"iteration": iteration, "train/loss": totals[0] / max(1, totals[3]),
-                          "train/clip_frac": totals[2] / max(1, totals[3]),
-                          "train/kl_ref": sum_k1 / n_k1 if n_k1 else None, **means,
+                left_out = sums[-1]
+                record = {"iteration": iteration, "train/loss": totals[0] / max(1, totals[5]),
+                          "train/clip_frac": totals[2] / max(1, totals[5]),
+                          "train/kl_ref": totals[3] / totals[4] if totals[4] else None, **means,
                           **{k: live.get(k) for k in LIVE}, "rollouts": len(everyone), "groups_left_out": int(left_out),
                           "tokens": sum(r["tokens"] for r in everyone),
                           "gen_seconds": gen_seconds, "seconds": time.monotonic() - start}
