@@ -123,7 +123,8 @@ def run(rounds: int = 3) -> str:
         f"| **TRL time / s2r time** | **{statistics.median(ratios):.2f}×** ({min(ratios):.2f}–{max(ratios):.2f}) | |",
         "",
         f"What dominates an s2r iteration: generating (and grading) the rollouts, {gen_share:.0%} of it; scoring the "
-        "rollouts under the policy and the reference and the optimiser step take the rest.",
+        "rollouts under the reference and the optimiser step take the rest (with one step per iteration π_old is "
+        "read off the training forward: no scoring pass of the policy).",
         "",
     ])
 

@@ -56,15 +56,15 @@ QUICK = {"test_problems": 150, "bi_problems": 300, "screen_problems": 150, "rl_i
 class DemoConfig:
     out: str = arg("runs/demo", help="output folder: results.json, report.html, rows/")
     seed: int = arg(0, help="seed of the task splits, the base model and sampling")
-    quick: bool = arg(False, help="a smaller run: 150 test problems, 2 × 16 RL prompts, 16 offline problems")
+    quick: bool = arg(False, help="a smaller run: 150 test problems, 300 BI problems, 2 × 16 RL prompts, 16 offline problems")
     test_problems: int = arg(1000, help="test problems (--quick 150)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     train_base: bool = arg(False, help="train the base model from scratch even where s2r ships it (seed 0)")
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
     base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 200)")
     votes: int = arg(4, help="base-majority: samples per vote")
-    bi_problems: int = arg(300, help="BI: training problems to sample from (300 leaves RL room on seed 0 but are too "
-                                     "few for seed 1; with 1,000 RL has no room: README)")
+    bi_problems: int = arg(500, help="BI: training problems to sample from (300 are too few for seed 1; with 1,000 "
+                                     "RL has no room left: README; --quick 300)")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
     sft_epochs: int = arg(4, help="BI and plain SFT: epochs")
     sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
@@ -77,6 +77,8 @@ class DemoConfig:
     screen_problems: int = arg(1000, help="--rl-hard: training problems (after BI's) the bi model solves to find its "
                                           "hard ones (--quick 150)")
     rl_lr: float = arg(5e-5, help="ORL, PRL and offline: learning rate")
+    orl_updates: int = arg(4, help="ORL: optimiser steps per iteration, each on a quarter of the rollouts (the paper's "
+                                   "4; PRL takes one: README)")
     orl_kl: float = arg(0.01, help="ORL: β of the k1 KL to the bi model")
     prl_kl: float = arg(0.05, help="PRL: β of the k1 KL to the bi model (METHOD.md's; at 0.01 PRL can wreck the "
                                    "long divisions inside the checks: README)")
@@ -165,8 +167,8 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     online = dict(common, limit=5000, iterations=cfg.sized("rl_iterations"), prompts=cfg.sized("rl_prompts"), samples=4,
                   updates=1, mixed_only=True)
     models = {
-        "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"]), level="outcome",
-                               kl_coef=cfg.orl_kl, out=str(stage / "orl"))),
+        "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"], updates=cfg.orl_updates),
+                               level="outcome", kl_coef=cfg.orl_kl, out=str(stage / "orl"))),
         "prl": run_rl(RLConfig(**online, level="process", kl_coef=cfg.prl_kl, out=str(stage / "prl"))),
     }
     n = cfg.sized("offline_problems")
