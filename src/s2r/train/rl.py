@@ -17,7 +17,7 @@ One iteration:
      with n_parts, n_tok counted over the whole step (all micro-batches and processes), so gradient
      accumulation and data parallelism give the gradient of one big batch. With one step per
      iteration (updates × epochs = 1) π_old = π_θ: its log-probabilities are read off the training
-     forward instead of a scoring pass (a fifth of an iteration's forward work).
+     forward instead of a scoring pass of the policy.
 
 Prompt groups with a grader failure (timeout, crash) are left out of the update and counted, never
 scored. Checkpoints (`ckpt.pt`: trainable weights, optimiser, baseline statistics, iteration) give an
@@ -353,7 +353,7 @@ def run_rl(cfg: RLConfig) -> Path:
                 rollouts, state, observed, left_out = make_rollouts(
                     ordered, prompts, tokenizer, cfg.level, cfg.fmt, state, cfg.advantage_settings(), cfg.samples,
                     stats_reduce=dist_.merge_stats, mixed_only=cfg.mixed_only)
-                # one step on fresh rollouts: π_old = π_θ, read off the training forward (no scoring pass)
+                # with one step per iteration π_old = π_θ: rl_accumulate reads it off the training forward
                 score_tokens(model, ref, rollouts, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, autocast,
                              cfg.temperature, old=cfg.updates * cfg.epochs > 1)
                 shares = []
