@@ -73,6 +73,10 @@ def test_dataset_baselines_by_hand():
     assert rewards == [[-1, 1, 1, 1], [-1, -1]]
     assert adv == [[0.0, 1.0, 0.0, 0.0], [0.0, -1.0]]
     assert baselines["R-V"] == 0.0
+    # γ = 1: returns [2, 3, 2, 1] and [−2, −1]; b(R) = 0, b(R-V) = 1, b(R-V+R) = 2, b(R-V+R+V) = 1;
+    # bonuses ×2 on the flip (part 2) and on verifying the correct attempt (part 3)
+    _, adv, _ = dataset_advantages(kept, "process", "context", "full", 5, True, True, gamma=1.0)
+    assert adv == [[2.0, 2.0, 0.0, 0.0], [-2.0, -2.0]]
     # outcome level: R = [+1, −1], one group: b = 0
     _, adv, _ = dataset_advantages(kept, "outcome", "context", "full", 5, True, True)
     assert adv == [[1.0], [-1.0]]

@@ -35,6 +35,18 @@ def test_truncation_costs_the_last_action():
     assert A.outcome_reward([OK, SAYS_BAD, BAD, SAYS_BAD], truncated=False) == -1  # the final answer counts
 
 
+def test_returns_to_go_by_hand():
+    # γ = 1: [−1, 1, 1, 1] -> [−1+1+1+1, 1+1+1, 1+1, 1]
+    assert A.returns_to_go([-1, 1, 1, 1], 1.0) == [2, 3, 2, 1]
+    # γ = 0.5: G3 = 1, G2 = 1 + 0.5, G1 = 1 + 0.5·1.5 = 1.75, G0 = −1 + 0.5·1.75 = −0.125
+    assert A.returns_to_go([-1, 1, 1, 1], 0.5) == [-0.125, 1.75, 1.5, 1]
+    assert A.returns_to_go([-1, 1, -1], 0.0) == [-1, 1, -1]  # γ = 0: the rewards themselves
+    for _ in range(20):  # against the definition Σ_{j≥i} γ^{j−i} r_j
+        r, gamma = [random.choice([-1.0, 1.0]) for _ in range(random.randint(1, 7))], random.random()
+        want = [sum(gamma ** (j - i) * r[j] for j in range(i, len(r))) for i in range(len(r))]
+        assert A.returns_to_go(r, gamma) == pytest.approx(want)
+
+
 # ----------------------------------------------------------------------------------- outcome level
 
 
@@ -123,6 +135,20 @@ def test_process_advantages_by_hand():
     # kind contexts: b("R") = 0, b("V") = 0  ->  a: [1, 1 × 2], b: [−1, −1]
     adv, _ = A.process_advantages(groups, {}, A.AdvantageSettings(context="kind"))
     assert adv == [[[1.0, 2.0], [-1.0, -1.0]]]
+
+
+def test_process_advantages_with_returns_by_hand():
+    # γ = 1, batch baseline over the full context; a check is credited with the re-solve after it:
+    #   a: [BAD, SAYS_BAD, OK]  rewards [−1, 1, 1]   returns [1, 2, 1]   keys ["R", "R-V", "R-V+R"]
+    #   b: [BAD, SAYS_BAD, BAD] rewards [−1, 1, −1]  returns [−1, 0, −1] keys ["R", "R-V", "R-V+R"]
+    # b("R") = 0, b("R-V") = 1, b("R-V+R") = 0  ->  a: [1, 1, 1 × 2 (flip)], b: [−1, −1, −1]
+    groups = [[([BAD, SAYS_BAD, OK], False), ([BAD, SAYS_BAD, BAD], False)]]
+    adv, state = A.process_advantages(groups, {}, A.AdvantageSettings(gamma=1.0))
+    assert adv == [[[1.0, 1.0, 2.0], [-1.0, -1.0, -1.0]]]
+    assert state == {"R": [0.0, 2], "R-V": [1.0, 2], "R-V+R": [0.0, 2]}
+    # with γ = 0 the two checks are alike (both right to reject): advantage 0 each
+    adv, _ = A.process_advantages(groups, {}, A.AdvantageSettings())
+    assert adv == [[[0.0, 0.0, 2.0], [0.0, 0.0, -1.0]]]
 
 
 def test_fold_kl():

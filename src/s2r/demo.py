@@ -82,6 +82,9 @@ class DemoConfig:
     orl_kl: float = arg(0.01, help="ORL: β of the k1 KL to the bi model")
     prl_kl: float = arg(0.05, help="PRL: β of the k1 KL to the bi model (METHOD.md's; at 0.01 PRL can wreck the "
                                    "long divisions inside the checks: README)")
+    gamma: float = arg(1.0, help="PRL and offline: γ of the returns their advantages are taken of (1: a check is credited "
+                                 "with the re-solve it leads to; METHOD.md's 0 leaves the division the retry copies "
+                                 "unrewarded: README)")
     offline_problems: int = arg(64, help="offline: training problems (× 8 samples; --quick 16)")
     max_tokens: int = arg(800, help="token budget of an s2r trajectory")
     batch_size: int = arg(128, help="prompts per generate() call")
@@ -169,12 +172,12 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     models = {
         "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"], updates=cfg.orl_updates),
                                level="outcome", kl_coef=cfg.orl_kl, out=str(stage / "orl"))),
-        "prl": run_rl(RLConfig(**online, level="process", kl_coef=cfg.prl_kl, out=str(stage / "prl"))),
+        "prl": run_rl(RLConfig(**online, level="process", kl_coef=cfg.prl_kl, gamma=cfg.gamma, out=str(stage / "prl"))),
     }
     n = cfg.sized("offline_problems")
     try:
         models["offline"] = run_offline(OfflineConfig(**common, limit=n, out=str(stage / "offline"), batch_size=16,
-                                                      kl_coef=0.05))
+                                                      kl_coef=0.05, gamma=cfg.gamma))
     except NoOfflineData as e:
         print(f"warning: the offline row is left out: {e}", file=sys.stderr)
     return models

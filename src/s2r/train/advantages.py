@@ -55,6 +55,19 @@ def process_rewards(steps: Sequence[Step], truncated: bool) -> list[float]:
     return rewards
 
 
+def returns_to_go(rewards: Sequence[float], gamma: float) -> list[float]:
+    """G(a_i) = Σ_{j≥i} γ^{j−i} r(a_j): an action's reward plus the discounted rewards after it.
+    γ = 0 gives r(a) itself (METHOD.md's PRL); γ = 1 credits a check with the re-solve it leads to.
+
+    [-1, 1, 1, 1], γ = 1  ->  [2, 3, 2, 1];   γ = 0.5  ->  [-1 + 0.5·1.75, 1 + 0.5·1.5, 1.5, 1] = [-0.125, 1.75, 1.5, 1]
+    """
+    out, g = [], 0.0
+    for r in reversed(rewards):
+        g = r + gamma * g
+        out.append(g)
+    return out[::-1]
+
+
 def outcome_reward(steps: Sequence[Step], truncated: bool) -> float:
     """R = +1 if the final answer (the last solve's) is correct, else −1; −1 when truncated."""
     solves = [s for s in steps if s.kind == SOLVE]
@@ -191,6 +204,7 @@ class AdvantageSettings:
     min_count: int = 1  # below this many actions with a context, its baseline is 0
     verify_bonus: bool = True
     flip_bonus: bool = True
+    gamma: float = 0.0  # PRL return discount: 0 = each action's own reward
 
 
 def outcome_advantages(groups: Sequence[Sequence[tuple[list[Step], bool]]], state: State,
@@ -204,20 +218,22 @@ def outcome_advantages(groups: Sequence[Sequence[tuple[list[Step], bool]]], stat
 
 def process_advantages(groups: Sequence[Sequence[tuple[list[Step], bool]]], state: State,
                        s: AdvantageSettings, stats_reduce=None) -> tuple[list[list[list[float]]], State]:
-    """PRL: one advantage per action, A(a) = w(a) · (r(a) − b(ctx(a))).
+    """PRL: one advantage per action, A(a) = w(a) · (G(a) − b(ctx(a))), G the return with s.gamma
+    (γ = 0: G(a) = r(a), METHOD.md's) and b(ctx) the mean G of the actions with that context.
 
     stats_reduce merges the batch statistics over processes (data parallelism) before the update."""
     flat = [x for g in groups for x in g]
     rewards = [process_rewards(st, tr) for st, tr in flat]
-    keys = [CONTEXTS[s.context](st, r) for (st, _), r in zip(flat, rewards)]
-    stats = context_stats([k for ks in keys for k in ks], [x for r in rewards for x in r])
+    keys = [CONTEXTS[s.context](st, r) for (st, _), r in zip(flat, rewards)]  # contexts: the earlier rewards
+    returns = [returns_to_go(r, s.gamma) for r in rewards]
+    stats = context_stats([k for ks in keys for k in ks], [x for g in returns for x in g])
     if stats_reduce:
         stats = stats_reduce(stats)
     state = BASELINES[s.baseline](state, stats, s.ema_decay)
     advs = []
-    for (st, _), r, ks in zip(flat, rewards, keys):
+    for (st, _), g, ks in zip(flat, returns, keys):
         w = bonus_weights(st, s.verify_bonus, s.flip_bonus)
-        advs.append([wi * (ri - baseline_of(state, k, s.min_count)) for wi, ri, k in zip(w, r, ks)])
+        advs.append([wi * (gi - baseline_of(state, k, s.min_count)) for wi, gi, k in zip(w, g, ks)])
     it = iter(advs)
     return [[next(it) for _ in g] for g in groups], state
 

@@ -36,6 +36,7 @@ from s2r.train.advantages import (
     context_stats,
     outcome_reward,
     process_rewards,
+    returns_to_go,
 )
 from s2r.train.common import TrainFields
 from s2r.train.rl import graded_actions
@@ -66,6 +67,7 @@ class OfflineConfig(TrainFields, MarkerFields):
     buckets: int = arg(5, help="group_by bucket: accuracy buckets of equal width")
     verify_bonus: bool = arg(True, help="process: ×2 on the advantage of verifying a correct attempt")
     flip_bonus: bool = arg(True, help="process: ×2 on the advantage of a re-solve that flips correctness")
+    gamma: float = arg(0.0, help="process: a part's reward plus γ × the rewards after it (0: its own reward)")
     epochs: int = arg(1, help="passes over the dataset")
     batch_size: int = arg(32, help="rollouts per optimiser step (all processes together)")
     lr: float = arg(1e-6, help="learning rate (AdamW, constant)")
@@ -181,19 +183,22 @@ def group_keys(k: Kept, rewards: list[float], level: str, group_by: str, context
 
 
 def dataset_advantages(kept: list[Kept], level: str, group_by: str, context: str, buckets: int,
-                       verify_bonus: bool, flip_bonus: bool) -> tuple[list[list[float]], list[list[float]], dict]:
+                       verify_bonus: bool, flip_bonus: bool,
+                       gamma: float = 0.0) -> tuple[list[list[float]], list[list[float]], dict]:
     """(rewards per part, advantages per part, baselines) of every kept rollout, the baselines
-    being the mean reward of all the dataset's parts in the same group:
-        A(p) = w(p) · (r(p) − b(group(p)))     (w: the ×2 bonuses, process level only)."""
+    being the mean return of all the dataset's parts in the same group:
+        A(p) = w(p) · (G(p) − b(group(p)))     (w: the ×2 bonuses, process level only;
+                                                G: `returns_to_go` with γ, G = r at γ = 0)."""
     rewards = [[outcome_reward(k.steps, k.truncated)] if level == "outcome" else process_rewards(k.steps, k.truncated)
                for k in kept]
     keys = [group_keys(k, r, level, group_by, context, buckets) for k, r in zip(kept, rewards)]
-    stats = context_stats([x for ks in keys for x in ks], [x for r in rewards for x in r])
+    returns = [returns_to_go(r, gamma) for r in rewards]
+    stats = context_stats([x for ks in keys for x in ks], [x for g in returns for x in g])
     baselines = {key: s / n for key, (s, n) in stats.items()}
     advantages = []
-    for k, r, ks in zip(kept, rewards, keys):
+    for k, g, ks in zip(kept, returns, keys):
         w = bonus_weights(k.steps, verify_bonus, flip_bonus) if level == "process" else [1.0]
-        advantages.append([wi * (ri - baselines[key]) for wi, ri, key in zip(w, r, ks)])
+        advantages.append([wi * (gi - baselines[key]) for wi, gi, key in zip(w, g, ks)])
     return rewards, advantages, baselines
 
 
@@ -247,7 +252,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
         # 2-3. selection and advantages
         kept, counts = select(records, (cfg.band[0], cfg.band[1]), cfg.max_actions, cfg.fmt, cfg.seed)
         rewards, advantages, baselines = dataset_advantages(kept, cfg.level, cfg.group_by, cfg.context, cfg.buckets,
-                                                            cfg.verify_bonus, cfg.flip_bonus)
+                                                            cfg.verify_bonus, cfg.flip_bonus, cfg.gamma)
         if dist_.main:
             print("offline data: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()), file=sys.stderr)
             write_jsonl_atomic(out / "dataset.jsonl", [

@@ -6,9 +6,10 @@ One iteration:
   2. actions: each rollout split at its markers; character spans mapped to tokens, the EOS with the
      last action (`batching.encode_parts`). ORL trains one part per rollout, PRL one per action;
   3. advantages (`advantages.ADVANTAGES[level]`): RLOO on the final answer (ORL), or each action's
-     reward minus its reward-context baseline, with the ×2 bonuses (PRL); then the k1 KL to the
-     reference, summed over a part's tokens, times β, is subtracted (kl_estimator k1); with
-     `mixed_only`, only the groups whose final answers are not all alike are trained;
+     reward (plus γ × the rewards after it) minus its reward-context baseline, with the ×2 bonuses
+     (PRL); then the k1 KL to the reference, summed over a part's tokens, times β, is subtracted
+     (kl_estimator k1); with `mixed_only`, only the groups whose final answers are not all alike
+     are trained;
   4. `epochs` passes over the rollouts (PPO epochs), each of `updates` optimiser steps over
      disjoint shares of them:
         L = (1/n_parts) Σ_p −min(ρ_p A_p, clip(ρ_p, 1 − ε, 1 + ε) A_p)   [+ β (1/n_tok) Σ_t k3_t]
@@ -91,6 +92,8 @@ class RLConfig(TrainFields, MarkerFields):
     min_count: int = arg(1, help="PRL: a context seen fewer times than this has baseline 0")
     verify_bonus: bool = arg(True, help="PRL: ×2 on the advantage of verifying a correct attempt")
     flip_bonus: bool = arg(True, help="PRL: ×2 on the advantage of a re-solve that flips correctness")
+    gamma: float = arg(0.0, help="PRL: an action's reward plus γ × the rewards after it (0: its own reward, METHOD.md's; "
+                                 "1: a check is credited with the re-solve it leads to)")
     mixed_only: bool = arg(False, help="train only on prompt groups whose final answers are not all right or all "
                                        "wrong (DAPO's dynamic sampling): the others have RLOO advantage 0")
     limit: int | None = arg(None, help="first N problems of each set")
@@ -106,7 +109,8 @@ class RLConfig(TrainFields, MarkerFields):
         return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
 
     def advantage_settings(self) -> AdvantageSettings:
-        return AdvantageSettings(self.context, self.baseline, self.ema_decay, self.min_count, self.verify_bonus, self.flip_bonus)
+        return AdvantageSettings(self.context, self.baseline, self.ema_decay, self.min_count, self.verify_bonus, self.flip_bonus,
+                                 self.gamma)
 
     def check(self) -> None:
         for name, value, table in (("level", self.level, ADVANTAGES), ("context", self.context, CONTEXTS),
