@@ -48,6 +48,7 @@ from s2r.train.advantages import (
     CONTEXTS,
     AdvantageSettings,
     Step,
+    fold_kl,
     outcome_reward,
     process_rewards,
 )
@@ -261,7 +262,6 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
     k1 tokens] of this process."""
     import torch
 
-    from s2r.train.advantages import fold_kl
     from s2r.train.batching import token_logprobs
     from s2r.train.losses import clipped_mask, clipped_surrogate, k1, k3, part_log_ratios, part_sums
 
