@@ -76,6 +76,17 @@ def test_hostile_inputs_are_unverifiable_and_never_hang():
     assert grades[2].reason.startswith("answer too long")
 
 
+def test_worker_start_up_is_not_timed():
+    """Importing math-verify takes a fresh worker 0.5 s to seconds; before the ready handshake that
+    time counted against the first item, so a new or replacement worker timed a plain `1/2` out."""
+    with Grader(timeout=0.25, workers=2) as g:
+        first = g.grade_many([(r"\boxed{\frac{1}{2}}", "0.5"), (r"\boxed{\frac{3}{4}}", "0.75")])
+        hostile = g.grade(r"\boxed{9^{9^{9^{9}}}}", "5")  # kills its worker: the next item meets a new one
+        after = g.grade_many([(r"\boxed{\frac{2}{4}}", "0.5"), (r"\boxed{\frac{5}{4}}", "1.25")])
+    assert [x.verdict for x in first + after] == ["correct"] * 4
+    assert hostile.reason == "timeout after 0.25s"
+
+
 def test_long_answers_go_to_math_verify_when_allowed():
     expr = "+".join(["1"] * 400)  # 799 characters, parses fine
     with Grader(timeout=10, workers=1, max_answer_chars=1000) as g:

@@ -27,6 +27,7 @@ from s2r.train.rl import (
     RLConfig,
     Rollout,
     batch_of,
+    grader_failures,
     make_rollouts,
     rl_accumulate,
     run_rl,
@@ -68,6 +69,9 @@ def test_rollouts_carry_one_part_per_action_and_leave_out_grader_failures():
     rollouts, state, observed, left_out = make_rollouts(records, ["Q1", "Q2"], tok, "process", arith.DEFAULT_FORMAT, {},
                                                         AdvantageSettings(), samples=2)
     assert left_out == 1 and len(rollouts) == 2  # the second prompt's group had a grader timeout
+    named = [dict(x, id=f"p{i // 2}", sample=i % 2, attempts=[dict(a, answer=str(i)) for a in x["attempts"]])
+             for i, x in enumerate(records)]
+    assert grader_failures(named) == [{"id": "p1", "sample": 0, "answer": "2", "reason": "timeout after 2s"}]
     r = rollouts[0]
     assert len(r.adv) == 4 and max(r.parts) == 3 and r.parts[-1] == 3 and r.ids[-1] == tok.eos_token_id
     # rewards: [−1, +1, +1, +1] (solve ✗, "incorrect" ✓, solve ✓, "correct" ✓); the group's second

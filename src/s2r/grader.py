@@ -161,14 +161,14 @@ def compare(pred: str, gold: str) -> tuple[str, str]:
 
 
 def _worker_main() -> None:
-    """`python -m s2r.grader`: answer one JSON line [verdict, reason] per JSON line [pred, gold]."""
-    import json
-    import sys
-
+    """`python -m s2r.grader`: once warm, write READY, then answer one JSON line [verdict, reason] per
+    JSON line [pred, gold]."""
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr  # nothing but the protocol may reach the pipe
+    compare(*WARM_UP)  # import math-verify (seconds on a busy machine) before any item's clock starts
+    out.write(json.dumps(READY) + "\n")
     for line in sys.stdin:
         pred, gold = json.loads(line)
         try:
@@ -178,9 +178,15 @@ def _worker_main() -> None:
         out.write(json.dumps(reply) + "\n")
 
 
+WARM_UP, READY = (r"\frac{1}{2}", "0.5"), "ready"  # a worker compares WARM_UP, then writes READY
+START_TIMEOUT = 120.0  # seconds a worker may take to import math-verify before the grader gives up
+
+
 class _Worker:
     """One grading subprocess. A fresh interpreter (not a fork), so the caller's threads (torch,
-    tokenizers) and `__main__` never leak into it; a killed worker is replaced in ~0.6 s."""
+    tokenizers) and `__main__` never leak into it. It imports and warms math-verify before it says
+    it is ready (0.5 s, or 3 s and more on a cold or busy machine), and an item's timeout starts only
+    then: a new or replacement worker's start-up never times an answer out."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -192,6 +198,18 @@ class _Worker:
         )
         self.item: int | None = None
         self.deadline = 0.0
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Block until the worker has warmed up; a worker that cannot start is an error, not a grade."""
+        if self.ready:
+            return
+        line = self.proc.stdout.readline() if wait([self.proc.stdout], START_TIMEOUT) else ""
+        if not line or json.loads(line) != READY:
+            self.kill()
+            raise RuntimeError(f"a grader worker (`{sys.executable} -m s2r.grader`) did not start within "
+                               f"{START_TIMEOUT:g} s; is math-verify installed? Run it by hand to see its error.")
+        self.ready = True
 
     def send(self, pred: str, gold: str) -> None:
         self.proc.stdin.write(json.dumps([pred, gold]) + "\n")
@@ -313,6 +331,7 @@ class Grader:
         while todo or busy:
             for w in self._workers:
                 if w.item is None and todo:
+                    w.wait_ready()
                     w.item = todo.popleft()
                     w.deadline = time.monotonic() + self.timeout
                     w.send(*items[w.item])

@@ -144,6 +144,12 @@ def graded_actions(record: dict, fmt):
                      for a in actions]
 
 
+def grader_failures(records: list[dict]) -> list[dict]:
+    """The attempts the grader failed on (timeout, crash): what left their groups out, for the log."""
+    return [{"id": r["id"], "sample": r["sample"], "answer": a["answer"], "reason": a["reason"]}
+            for r in records for a in r["attempts"] if grader_failed(a.get("reason", ""))]
+
+
 @dataclass
 class Rollout:
     ids: list[int]  # prompt + completion (+ EOS)
@@ -395,6 +401,7 @@ def run_rl(cfg: RLConfig) -> Path:
                           "train/clip_frac": totals[2] / max(1, totals[5]),
                           "train/kl_ref": totals[3] / totals[4] if totals[4] else None, **means,
                           **{k: live.get(k) for k in LIVE}, "rollouts": len(everyone), "groups_left_out": int(left_out),
+                          "grader_failures": grader_failures(everyone),
                           "tokens": sum(r["tokens"] for r in everyone),
                           "gen_seconds": gen_seconds, "seconds": time.monotonic() - start}
                 log.append(record)
