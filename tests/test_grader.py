@@ -87,6 +87,12 @@ def test_worker_start_up_is_not_timed():
     assert hostile.reason == "timeout after 0.25s"
 
 
+def test_a_worker_that_cannot_start_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr("s2r.grader.sys.executable", "false")  # exits at once, never says it is ready
+    with Grader(timeout=1, workers=1) as g, pytest.raises(RuntimeError, match="did not start"):
+        g.grade(r"\boxed{\frac{1}{2}}", "0.5")
+
+
 def test_long_answers_go_to_math_verify_when_allowed():
     expr = "+".join(["1"] * 400)  # 799 characters, parses fine
     with Grader(timeout=10, workers=1, max_answer_chars=1000) as g:
