@@ -77,6 +77,9 @@ def test_rollouts_carry_one_part_per_action_and_leave_out_grader_failures():
     # rewards: [−1, +1, +1, +1] (solve ✗, "incorrect" ✓, solve ✓, "correct" ✓); the group's second
     # rollout is [+1, +1]; batch baselines: b(R) = 0, b(R+V) = 1, b(R-V) = 1, b(R-V+R) = 1, b(R-V+R+V) = 1
     assert r.adv == [-1.0, 0.0, 0.0, 0.0] and rollouts[1].adv == [1.0, 0.0]
+    assert [(x.get("rewards"), x.get("advantages"), x.get("trained")) for x in records] == [
+        ([-1.0, 1.0, 1.0, 1.0], [-1.0, 0.0, 0.0, 0.0], True), ([1.0, 1.0], [1.0, 0.0], True), (None, None, None),
+        (None, None, None)]  # what OUT/rollouts shows; the left-out group is not annotated
     assert observed["reward/outcome_mean"] == [1.0, 1.0] and observed["reward/verify_mean"] == [1.0, 1.0, 1.0]
     outcome, *_ = make_rollouts(records[:2], ["Q1"], tok, "outcome", arith.DEFAULT_FORMAT, {}, AdvantageSettings(), samples=2)
     assert [len(x.adv) for x in outcome] == [1, 1] and max(outcome[0].parts) == 0
@@ -241,10 +244,13 @@ KEYS = ("train/loss", "train/clip_frac", "train/kl_ref", "reward/outcome_mean", 
 def test_prl_logs_every_metric_and_resumes_exactly(policy):
     from transformers import AutoModelForCausalLM
 
-    whole = _cfg(policy, "whole")
+    whole = _cfg(policy, "whole", save_rollouts=True)
     run_rl(whole)
     log = _log(whole)
     assert [r["iteration"] for r in log] == [1, 2, 3, 4, 5]
+    saved = [list(read_jsonl(Path(whole.out) / "rollouts" / f"{i:06d}.jsonl")) for i in range(1, 6)]
+    assert [len(x) for x in saved] == [12] * 5
+    assert all(len(r["rewards"]) == len(r["advantages"]) >= 1 and r["trained"] for x in saved for r in x)
     for key in ("train/zero_adv_frac", "reward/verify_mean", *KEYS, *LIVE):
         assert key in log[-1], key
     assert all(r["rollouts"] == 12 for r in log)
@@ -383,6 +389,7 @@ def test_demo_rl_stage_wiring(policy, tmp_path, capsys):
     for name, data, beta in (("orl", [str(hard)], 0.01), ("prl", ["arith:train:0"], 0.05)):
         assert (tmp_path / "rl" / name / "model" / "config.json").exists()
         assert len(list(read_jsonl(tmp_path / "rl" / name / "log.jsonl"))) == 1
+        assert len(list(read_jsonl(tmp_path / "rl" / name / "rollouts" / "000001.jsonl"))) == 2 * 4  # prompts × 4
         config = json.loads((tmp_path / "rl" / name / "rl.json").read_text())["config"]
         assert config["data"] == data and config["kl_coef"] == beta
     if "offline" not in models:

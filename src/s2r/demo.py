@@ -168,7 +168,7 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     common = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
                   seed=cfg.seed, system="", template="plain", micro_batch_size=16, generation_batch_size=cfg.batch_size)
     online = dict(common, limit=5000, iterations=cfg.sized("rl_iterations"), prompts=cfg.sized("rl_prompts"), samples=4,
-                  updates=1, mixed_only=True)
+                  updates=1, mixed_only=True, save_rollouts=True)
     models = {
         "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"], updates=cfg.orl_updates),
                                level="outcome", kl_coef=cfg.orl_kl, out=str(stage / "orl"))),

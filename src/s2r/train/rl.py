@@ -40,7 +40,7 @@ from pathlib import Path
 from s2r.config import arg
 from s2r.format import SOLVE, MarkerFields, parse
 from s2r.grader import grader_failed
-from s2r.jsonl import write_json_atomic
+from s2r.jsonl import write_json_atomic, write_jsonl_atomic
 from s2r.solve import loop_written
 from s2r.train.advantages import (
     ADVANTAGES,
@@ -102,10 +102,13 @@ class RLConfig(TrainFields, MarkerFields):
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     seed: int = arg(0, help="seed of the prompt order and of sampling")
     ckpt_every: int = arg(10, help="iterations between checkpoints")
+    save_rollouts: bool = arg(False, help="write each iteration's rollouts, graded, with per-action rewards and "
+                                          "advantages, to OUT/rollouts/NNNNNN.jsonl")
 
     def key(self, data_digest: str) -> str:
         """What determines the trained weights (not where they go or how fast)."""
-        skip = ("out", "iterations", "ckpt_every", "device", "threads", "tensorboard", "generation_batch_size")
+        skip = ("out", "iterations", "ckpt_every", "device", "threads", "tensorboard", "generation_batch_size",
+                "save_rollouts")
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -166,7 +169,8 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
     for a rollout that could not be generated). With mixed_only, the rollouts of groups whose final
     rewards are all equal are not returned (they still count in the means and in the baselines).
     Returns (rollouts, new baseline state, the values behind the reward/* and train/* means, prompt
-    groups left out)."""
+    groups left out). Each record of a group that was not left out gains `rewards` (per action; one
+    for ORL), `advantages` (per part, before the KL fold) and `trained`, for OUT/rollouts."""
     from s2r.train.batching import encode_parts
 
     groups, kept = [], []
@@ -186,6 +190,9 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
         flat_steps += g_steps
         zero_adv += [float(all(a == 0 for a in adv)) for adv in g_adv]
         trained_flags += [float(trained)] * len(g_steps)
+        for r, (steps, truncated), adv in zip(group, g_steps, g_adv):
+            rewards = [outcome_reward(steps, truncated)] if level == "outcome" else process_rewards(steps, truncated)
+            r.update(rewards=rewards, advantages=adv, trained=trained)
         if not trained:
             continue
         for r, actions, (steps, truncated), adv in zip(group, g_actions, g_steps, g_adv):
@@ -393,6 +400,8 @@ def run_rl(cfg: RLConfig) -> Path:
                     totals = [a + b for a, b in zip(totals, sums + [n_parts])]
                 iteration += 1
                 everyone = [r for part in dist_.gather(records) for r in part]
+                if dist_.main and cfg.save_rollouts:
+                    write_jsonl_atomic(out / "rollouts" / f"{iteration:06d}.jsonl", everyone)
                 live = compute_metrics(everyone)["overall"] if everyone else {}
                 sums = dist_.sum([x for v in observed.values() for x in (sum(v), len(v))] + [left_out])
                 means = {k: sums[2 * i] / sums[2 * i + 1] if sums[2 * i + 1] else None for i, k in enumerate(observed)}
