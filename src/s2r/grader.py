@@ -205,7 +205,7 @@ class _Worker:
         if self.ready:
             return
         line = self.proc.stdout.readline() if wait([self.proc.stdout], START_TIMEOUT) else ""
-        if not line or json.loads(line) != READY:
+        if line.strip() != json.dumps(READY):
             self.kill()
             raise RuntimeError(f"a grader worker (`{sys.executable} -m s2r.grader`) did not start within "
                                f"{START_TIMEOUT:g} s; is math-verify installed? Run it by hand to see its error.")
