@@ -184,14 +184,15 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
         groups.append([(steps, r["truncated"]) for (_, steps), r in zip(graded, group)])
         kept.append((prompts[g // samples], group, [actions for actions, _ in graded]))
     advs, state = ADVANTAGES[level](groups, state, settings, stats_reduce)
-    rollouts, flat_steps, zero_adv, trained_flags = [], [], [], []
+    rollouts, flat_steps, zero_adv, trained_flags, per_step = [], [], [], [], []
     for (prompt, group, g_actions), g_steps, g_adv in zip(kept, groups, advs):
         trained = not (mixed_only and len({outcome_reward(st, tr) for st, tr in g_steps}) == 1)
         flat_steps += g_steps
         zero_adv += [float(all(a == 0 for a in adv)) for adv in g_adv]
         trained_flags += [float(trained)] * len(g_steps)
         for r, (steps, truncated), adv in zip(group, g_steps, g_adv):
-            rewards = [outcome_reward(steps, truncated)] if level == "outcome" else process_rewards(steps, truncated)
+            per_step.append((process_rewards(steps, truncated), steps))
+            rewards = [outcome_reward(steps, truncated)] if level == "outcome" else per_step[-1][0]
             r.update(rewards=rewards, advantages=adv, trained=trained)
         if not trained:
             continue
@@ -203,7 +204,6 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
             ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated),
                                       skip=loop_written(r))
             rollouts.append(Rollout(ids, parts, adv))
-    per_step = [(process_rewards(st, tr), st) for st, tr in flat_steps]
     observed = {
         "reward/outcome_mean": [outcome_reward(st, tr) for st, tr in flat_steps],
         "reward/solve_mean": [x for r, st in per_step for x, s in zip(r, st) if s.kind == SOLVE],
