@@ -120,8 +120,11 @@ def test_confirmative_check_by_example():
     assert arith.confirmative_check("Compute 8316 / 9.", "924") == (
         "924 * 9: 900 * 9 = 8100, 20 * 9 = 180, 4 * 9 = 36\n8100 + 180 = 8280\n8280 + 36 = 8316\n"
         "Compare 8316 and 8316: 8 = 8, 3 = 3, 1 = 1, 6 = 6, so 8316 is right.\nTherefore, the answer is correct.")
-    assert arith.confirmative_check("Compute 840 / 8.", "150").splitlines()[:3] == [
-        "150 * 8: 100 * 8 = 800, 50 * 8 = 400", "800 + 400 = 1200", "Compare 840 and 1200: 0 < 1, so 1200 is too big."]
+    assert arith.confirmative_check("Compute 840 / 8.", "150").splitlines()[:4] == [  # a part per digit, 0 too
+        "150 * 8: 100 * 8 = 800, 50 * 8 = 400, 0 * 8 = 0", "800 + 400 = 1200", "1200 + 0 = 1200",
+        "Compare 840 and 1200: 0 < 1, so 1200 is too big."]
+    assert arith.confirmative_check("Compute 6440 / 8.", "805").splitlines()[:3] == [
+        "805 * 8: 800 * 8 = 6400, 0 * 8 = 0, 5 * 8 = 40", "6400 + 0 = 6400", "6400 + 40 = 6440"]
     assert arith.confirmative_check("Compute 91 / 7.", "4.5") == (
         "The answer 4.5 is not a whole number.\nTherefore, the answer is incorrect.")
 
@@ -150,7 +153,7 @@ def test_verification_texts_parse_in_a_trajectory():
         assert parsed.answers == [wrong, p.gold] and parsed.verdicts == ["incorrect", "correct"], style
 
 
-def test_check_exercises_show_a_guess_half_of_them_wrong_and_retry_after_a_failed_check():
+def test_check_exercises_show_a_guess_half_of_them_wrong_and_retry_and_check_after_a_failed_check():
     rng = random.Random(0)
     verdicts = []
     for p in arith.generate("base", 400, seed=0):
@@ -163,8 +166,9 @@ def test_check_exercises_show_a_guess_half_of_them_wrong_and_retry_after_a_faile
         if shown == p.gold:
             assert parsed.verdicts == ["correct"] and parsed.answers == [None]
         else:
-            assert parsed.verdicts == ["incorrect"] and parsed.final_answer == p.gold
-            assert completion.endswith(f"{DEFAULT_FORMAT.retry_marker}\n{arith.solution(p.problem)}")
+            assert parsed.verdicts == ["incorrect", "correct"] and parsed.final_answer == p.gold
+            assert completion.endswith(f"{DEFAULT_FORMAT.retry_marker}\n{arith.solution(p.problem)}\n"
+                                       f"{DEFAULT_FORMAT.verify_marker}\n{arith.confirmative_check(p.problem, p.gold)}")
     assert 150 < verdicts.count("incorrect") < 250
 
 

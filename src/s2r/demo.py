@@ -38,7 +38,7 @@ from s2r.solve import Settings
 from s2r.tasks import arith
 from s2r.train.base import PLAIN, BaseConfig, is_trained, train_base
 
-# Seed 0's base model as `s2r base` trained it (2,050 steps, 51.5% greedy validation accuracy; its
+# Seed 0's base model as `s2r base` trained it (2,400 steps, 51.0% greedy validation accuracy; its
 # base.json has the key of the settings and recipe it was trained with). The demo starts from it, as a
 # user starts from a downloaded checkpoint; other seeds, or --train-base, train one from scratch.
 SHIPPED_BASE = Path(__file__).parent / "assets" / "base-seed0"
@@ -48,7 +48,7 @@ TABLE = [("eval/acc_first", "acc first"), ("eval/acc_final", "acc final"), ("eva
          ("eval/attempts_mean", "attempts"), ("eval/tokens_mean", "tokens")]
 
 # --quick caps these settings at these values
-QUICK = {"test_problems": 150, "bi_problems": 300, "screen_problems": 150, "rl_iterations": 2, "rl_prompts": 16,
+QUICK = {"test_problems": 150, "bi_problems": 200, "screen_problems": 150, "rl_iterations": 2, "rl_prompts": 16,
          "offline_problems": 16}
 
 
@@ -56,15 +56,15 @@ QUICK = {"test_problems": 150, "bi_problems": 300, "screen_problems": 150, "rl_i
 class DemoConfig:
     out: str = arg("runs/demo", help="output folder: results.json, report.html, rows/")
     seed: int = arg(0, help="seed of the task splits, the base model and sampling")
-    quick: bool = arg(False, help="a smaller run: 150 test problems, 300 BI problems, 2 × 16 RL prompts, 16 offline problems")
+    quick: bool = arg(False, help="a smaller run: 150 test problems, 2 × 16 RL prompts, 16 offline problems")
     test_problems: int = arg(1000, help="test problems (--quick 150)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     train_base: bool = arg(False, help="train the base model from scratch even where s2r ships it (seed 0)")
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
     base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 200)")
     votes: int = arg(4, help="base-majority: samples per vote")
-    bi_problems: int = arg(500, help="BI: training problems to sample from (300 are too few for seed 1; with 1,000 "
-                                     "RL has no room left: README; --quick 300)")
+    bi_problems: int = arg(200, help="BI: training problems to sample from (with 500 the bi model solves 96% and RL "
+                                     "has no room left: README)")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
     sft_epochs: int = arg(4, help="BI and plain SFT: epochs")
     sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")

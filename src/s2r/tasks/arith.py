@@ -146,8 +146,9 @@ def long_division(n: int, d: int) -> str:
 
 
 def confirmative_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str:
-    """Multiply the answer back by parts and compare the product with the number digit by digit; if
-    they differ, find the answer by long division; then the verdict:
+    """Multiply the answer back by parts, one per digit (a zero digit too: 105 * 8 is 100 * 8, 0 * 8
+    and 5 * 8, so the number of parts never depends on the digits), and compare the product with the
+    number digit by digit; if they differ, find the answer by long division; then the verdict:
 
         Compute 91 / 7., answer 12  ->  12 * 7: 10 * 7 = 70, 2 * 7 = 14
                                         70 + 14 = 84
@@ -160,7 +161,7 @@ def confirmative_check(problem: str, answer: str, fmt: TrajectoryFormat = DEFAUL
     if g is None or g < 0:
         return fmt.verification(f"The answer {answer} is not a whole number.", "incorrect")
     digits = str(g)
-    parts = [int(c) * 10 ** (len(digits) - 1 - i) for i, c in enumerate(digits) if c != "0"] or [0]  # 105 -> [100, 5]
+    parts = [int(c) * 10 ** (len(digits) - 1 - i) for i, c in enumerate(digits)]  # a part per digit: 105 -> [100, 0, 5]
     products = [x * d for x in parts]
     lines = [f"{g} * {d}: " + ", ".join(f"{x} * {d} = {y}" for x, y in zip(parts, products))]
     p = products[0]
@@ -220,21 +221,24 @@ def near_miss(q: int, rng: random.Random) -> int:
 
 def check_exercise(problem: str, rng: random.Random, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> tuple[str, str]:
     """(question, answer text) of a check *on request*, for the base model's training mix: a shown
-    guess (`shown_guess`) is checked by the verify marker line and the
-    confirmative check of its answer, and a wrong one is followed by the retry marker and the answer
-    the check found. Like a pretrained LLM, the base model can then check a solution when asked and
+    guess (`shown_guess`) is checked by the verify marker line and the confirmative check of its
+    answer, and a wrong one is followed by the retry marker, the answer the check found and that
+    answer's check (so that checks are learnt far into a text, where a retry's check is, not only
+    at its start). Like a pretrained LLM, the base model can then check a solution when asked and
     act on the check, in the words of the trajectory format; checking its own answers unprompted is
     what behaviour initialisation adds.
 
     "Check this solution. Compute 91 / 7.\n91 / 7 = 12\nThe answer is \\boxed{12}."
       ->  "Wait, let me recheck my solution.\n12 * 7: ...\nTherefore, the answer is incorrect.\n
-           Let me try again.\n91 / 7 = 13\nThe answer is \\boxed{13}."
+           Let me try again.\n91 / 7 = 13\nThe answer is \\boxed{13}.\n
+           Wait, let me recheck my solution.\n13 * 7: ...\nTherefore, the answer is correct."
     """
     n, d = operands_of(problem)
     g = shown_guess(n // d, rng)
     completion = f"{fmt.verify_marker}\n{confirmative_check(problem, str(g), fmt)}"
-    if g != n // d:
-        completion += f"\n{fmt.retry_marker}\n{solution(problem)}"
+    if g != n // d:  # retry, and check the retry: a check far into a trajectory, as a retry's is
+        completion += (f"\n{fmt.retry_marker}\n{solution(problem)}"
+                       f"\n{fmt.verify_marker}\n{confirmative_check(problem, str(n // d), fmt)}")
     return f"Check this solution. {problem}\n{guess_text(problem, g)}", completion
 
 

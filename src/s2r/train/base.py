@@ -30,8 +30,9 @@ from s2r.tasks import arith
 PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
 # RECIPE counts changes to the training texts and batches (2: checks on request, 2048 positions; 3: they
 # show a solution; 4: last-digit checks; 5: phrase tokens; 6–10: the division task, its checks ending
-# with a retry, the correction by long division, drills, length-sorted micro-batches, mixed levels)
-RECIPE = 10
+# with a retry, the correction by long division, drills, length-sorted micro-batches, mixed levels;
+# 11: a part per digit in checks, and a retry's own check after a failed one)
+RECIPE = 11
 
 
 @dataclass
