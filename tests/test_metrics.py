@@ -163,16 +163,18 @@ def test_same_k_links_the_two_families(records):
             assert m["eval/cs"] == pytest.approx(m["eval/i2c"] / (1 - m["eval/acc_first"]))
 
 
-def test_retries_written_by_the_loop_by_hand():
+def test_markers_written_by_the_loop_by_hand():
     records = [
         traj("a", [att("1", "incorrect", "incorrect"), att("2", "incorrect", "incorrect"), att("3", "correct", "correct")],
-             50, loop_markers=[[40, 52, "eos"]]),  # 2 retries, 1 marker by the loop (the model stopped)
-        traj("b", [att("1", "incorrect", "incorrect"), att("2", "correct", "correct")], 30, loop_markers=[[30, 42, "cut"]]),
+             50, loop_markers=[[40, 52, "eos"]]),  # 2 retries, 1 marker by the loop (the model stopped; no kind: a retry's)
+        traj("b", [att("1", "incorrect", "incorrect"), att("2", "correct", "correct")], 30,
+             loop_markers=[[10, 30, "cut", "verify"], [30, 42, "cut", "retry"]]),  # the first check's marker too
         traj("c", [att("2", "correct", "correct")], 10, loop_markers=[]),
         traj("d", [att("1", "incorrect"), att("2", "correct")], 10),  # another strategy: not counted
     ]
     m = compute_metrics(records)["overall"]
     assert m["eval/retry_by_loop"] == 2 / 3 and m["eval/retry_after_cut"] == 1 / 3
+    assert m["eval/verify_by_loop"] == 1 / 6  # of the 3 + 2 + 1 attempts
     assert "eval/retry_by_loop" not in compute_metrics(HAND)["overall"]  # no record of the loop's
 
 

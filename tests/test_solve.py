@@ -6,7 +6,7 @@ from fakes import ScriptedBackend
 from s2r.format import DEFAULT_FORMAT as F
 from s2r.grader import Grader
 from s2r.prompts import PromptConfig
-from s2r.solve import ENDED, OPEN, RETRY, Settings, settle, solve_problems
+from s2r.solve import CHECK, ENDED, OPEN, RETRY, Settings, settle, solve_problems
 from s2r.tasks import Problem
 
 V = "\n\nWait, let me recheck my solution.\n"
@@ -64,7 +64,7 @@ def test_eos_after_incorrect_gets_the_retry_marker(grader):
     assert r["text"] == first + R + second
     assert shape(r) == [("4", "incorrect", "incorrect"), ("5", "correct", "correct")]
     assert r["tokens"] == len(first) + 1 + len(second) + 1  # generated tokens only, EOS included
-    assert r["loop_markers"] == [[len(first), len(first + R), "eos"]]  # where the loop wrote, not the model
+    assert r["loop_markers"] == [[len(first), len(first + R), "eos", "retry"]]  # where the loop wrote, not the model
 
 
 @pytest.mark.parametrize("went_on", [
@@ -82,7 +82,34 @@ def test_the_retry_marker_follows_every_incorrect_verdict(grader, went_on):
     assert r["text"] == first + R + second
     assert shape(r) == [("4", "incorrect", "incorrect"), ("5", "correct", "correct")]
     assert r["tokens"] == len(first + went_on) + 1 + len(second) + 1  # the cut tokens were generated: they count
-    assert r["loop_markers"] == [[len(first), len(first + R), "cut"]]
+    assert r["loop_markers"] == [[len(first), len(first + R), "cut", "retry"]]
+
+
+@pytest.mark.parametrize("check", [
+    "\n\n\n5 * 1 = 5" + OK,  # a check of the attempt, its verify marker left out
+    "\nWait, let me recheck.\n5 * 1 = 5" + BAD,  # a marker that is not the format's
+])
+def test_the_verify_marker_opens_every_check(grader, check):
+    """A verification opens with the verify marker (METHOD.md §1): a check written on from the answer
+    line without it is cut at the end of that line, and the loop writes the marker there."""
+    first = "5 / 1 = 5\nThe answer is " + r"\boxed{5}."
+    verification = "5 * 1 = 5" + OK
+    (r,), _, backend = run({"p": [first + check, verification]}, grader=grader)
+    assert len(backend.calls) == 2 and backend.calls[1][1].endswith(first + V)
+    assert r["text"] == first + V + verification
+    assert shape(r) == [("5", "correct", "correct")]
+    assert r["tokens"] == len(first + check) + 1 + len(verification) + 1  # the cut tokens were generated: they count
+    assert r["loop_markers"] == [[len(first), len(first + V), "cut", "verify"]]
+
+
+def test_settle_finds_a_check_without_its_marker():
+    answer = "12 / 4 = 3\nThe answer is " + r"\boxed{3}."
+    assert settle(answer + "\n\n3 * 4 = 12" + OK, F, 4) == (answer, CHECK)
+    assert settle(answer + V + "3 * 4 = 12" + BAD + R + answer + "\n3 * 4 = 12" + OK, F, 4) == (
+        answer + V + "3 * 4 = 12" + BAD + R + answer, CHECK)  # in a retry too
+    assert settle(answer, F, 4) == (answer, OPEN)  # an attempt that stops at its answer: nothing to write
+    no_answer = "12 / 4: 1 / 4 = 0 r 1" + OK  # a verdict sentence before any answer line: left as it is
+    assert settle(no_answer, F, 4) == (no_answer, OPEN)
 
 
 def test_settle_keeps_a_retry_marker_on_its_own_line():

@@ -127,18 +127,24 @@ def failure_metrics(records: Sequence[Record]) -> Metrics:
 
 
 def loop_metrics(records: Sequence[Record]) -> Metrics:
-    """eval/retry_by_loop, eval/retry_after_cut: of all retries (attempts after the first, over the
-    records the `s2r` loop wrote, which carry `loop_markers`), the share whose retry marker the loop
-    wrote because the model did not — it stopped (EOS) after "incorrect", or went on without the marker
-    and was cut there (the second share). Not in METRICS.md: a model that leaves the marker out is
-    drifting from the format (RL can teach it to). Absent where no record carries the field (like
-    maj@k without several samples)."""
+    """Shares of the markers the `s2r` loop wrote because the model did not (over the records that
+    carry `loop_markers`; absent where none does, like maj@k without several samples):
+      eval/retry_by_loop    of all retries (attempts after the first), those whose retry marker the loop
+                            wrote — the model stopped (EOS) after "incorrect", or went on without it;
+      eval/retry_after_cut  of all retries, those where it went on and the loop cut its text there;
+      eval/verify_by_loop   of all attempts, those whose verify marker the loop wrote — the model went
+                            on from its answer line into a check without it (and was cut there).
+    Not in METRICS.md: a model that leaves markers out is drifting from the format (RL can teach it
+    to). A marker without its kind (records written before the verify marker was enforced) is a retry's."""
     loop = [r for r in records if "loop_markers" in r]
     if not loop:
         return {}
     retries = sum(len(r["attempts"]) - 1 for r in loop)
-    written = [why for r in loop for _, _, why in r["loop_markers"]]
-    return {"eval/retry_by_loop": ratio(len(written), retries), "eval/retry_after_cut": ratio(written.count("cut"), retries)}
+    attempts = sum(len(r["attempts"]) for r in loop)
+    written = [(m[2], m[3] if len(m) > 3 else "retry") for r in loop for m in r["loop_markers"]]
+    retry = [why for why, kind in written if kind == "retry"]
+    return {"eval/retry_by_loop": ratio(len(retry), retries), "eval/retry_after_cut": ratio(retry.count("cut"), retries),
+            "eval/verify_by_loop": ratio(len(written) - len(retry), attempts)}
 
 
 # ----------------------------------------------------------------------------------- confidence / critique

@@ -11,13 +11,16 @@ and returns trajectory records in the schema of metrics.py.
   of attempt `max_attempts`; an "incorrect" verdict closes its verification and the retry marker
   opens the next attempt, so where the model stops (EOS) after such a verdict, or goes on with
   anything but the retry marker line, the loop cuts the text right after the verdict sentence,
-  writes the marker and lets it go on; a trajectory that runs out of its `max_tokens` budget is
-  marked truncated. A backend that can keep stop strings (transformers) stops generating at the
-  "correct" verdict sentence, so no tokens are spent past the end. Records say whether the model
-  itself stopped (EOS) where the trajectory ends (`stopped`), or was stopped or cut there by the
-  loop: RL trains the EOS only in the first case; and where the loop wrote a retry marker
-  (`loop_markers`: [start, end, "eos" | "cut"], its character span in the text and whether the model
-  stopped there or its text was cut): RL trains only what the model generated, not these.
+  writes the marker and lets it go on; likewise a check written inside an attempt, without the
+  verify marker that opens a verification (a verdict sentence after the attempt's answer line), is
+  cut at the end of that line and the loop writes the verify marker there; a trajectory that runs
+  out of its `max_tokens` budget is marked truncated. A backend that can keep stop strings
+  (transformers) stops generating at the "correct" verdict sentence, so no tokens are spent past it.
+  Records say whether the model itself stopped (EOS) where the trajectory ends (`stopped`), or was
+  stopped or cut there by the loop: RL trains the EOS only in the first case; and where the loop wrote a marker
+  (`loop_markers`: [start, end, "eos" | "cut", "retry" | "verify"], its character span in the text,
+  whether the model stopped there or its text was cut, and which marker): RL trains only what the
+  model generated, not these.
 - single: one attempt (generation stops at the verify marker, so S²R models can be measured too).
 - majority: `votes` sampled attempts and a majority vote over their answers.
 - intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
@@ -29,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from s2r.format import CORRECT, INCORRECT, SOLVE, TrajectoryFormat, parse
+from s2r.format import CORRECT, INCORRECT, SOLVE, Action, TrajectoryFormat, parse
 from s2r.grader import Grader, extract_answer
 from s2r.metrics import vote
 from s2r.models.backend import Backend, Completion, SamplingParams
@@ -60,7 +63,24 @@ class Settings:
 # ----------------------------------------------------------------------------------- s2r
 
 
-ENDED, RETRY, OPEN = "ended", "retry", "open"  # what settle() says comes next
+ENDED, RETRY, CHECK, OPEN = "ended", "retry", "check", "open"  # what settle() says comes next
+
+
+def unmarked_check(text: str, action: Action, fmt: TrajectoryFormat) -> int | None:
+    r"""Where a solve action that holds a check without its verify marker should have ended: the end
+    of the line of its last answer (\boxed) before its first verdict sentence. None when the action
+    holds no verdict sentence, or no answer line before one.
+
+    "15 / 3 = 5\nThe answer is \boxed{5}.\n\n\n5 * 3 = 15 ... Therefore, the answer is correct."
+        -> the offset just after "\boxed{5}."
+    """
+    found = [i for i in (text.find(v, action.start, action.end) for v in (fmt.correct_sentence, fmt.incorrect_sentence))
+             if i >= 0]
+    if not found:
+        return None
+    boxed = text.rfind("\\boxed{", action.start, min(found))
+    end = text.find("\n", boxed, min(found)) if boxed >= 0 else -1
+    return end if end >= 0 else None
 
 
 def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, str]:
@@ -71,6 +91,8 @@ def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, st
     RETRY  right after an "incorrect" verdict sentence that is not followed by the retry marker line
            (the model stopped there, or went on without it: "...incorrect.\n\n\n91 / 7: ..."):
            the loop writes the marker next;
+    CHECK  at the end of an attempt's answer line where a check follows it without the verify marker
+           (unmarked_check): the loop writes the verify marker next;
     OPEN   otherwise, text unchanged (the model stopped elsewhere, or is not done)."""
     actions = parse(text, fmt).actions
     attempts = 0
@@ -79,6 +101,9 @@ def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, st
             attempts += 1
             if attempts > max_attempts:
                 return text[: a.start], ENDED
+            cut = unmarked_check(text, a, fmt)
+            if cut is not None:
+                return text[:cut], CHECK
         elif a.verdict in (CORRECT, INCORRECT):
             sentence = fmt.correct_sentence if a.verdict == CORRECT else fmt.incorrect_sentence
             end = text.rfind(sentence, a.start, a.end) + len(sentence)  # the verdict sentence closes the check
@@ -91,8 +116,8 @@ def settle(text: str, fmt: TrajectoryFormat, max_attempts: int) -> tuple[str, st
 
 
 def loop_written(record: dict) -> list[tuple[int, int]]:
-    """Character spans of a record's text that the loop wrote, not the model (its retry markers)."""
-    return [(start, end) for start, end, _ in record.get("loop_markers", [])]
+    """Character spans of a record's text that the loop wrote, not the model (its markers)."""
+    return [(m[0], m[1]) for m in record.get("loop_markers", [])]
 
 
 def attempts_of(text: str, fmt: TrajectoryFormat) -> list[dict]:
@@ -120,7 +145,7 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
     n = len(prompts)
     texts, tokens = [""] * n, [0] * n
     truncated, errors, stopped = [False] * n, [None] * n, [False] * n
-    markers: list[list] = [[] for _ in range(n)]  # [start, end, "eos" | "cut"] of each marker the loop wrote
+    markers: list[list] = [[] for _ in range(n)]  # [start, end, "eos" | "cut", kind] of each marker the loop wrote
     active = list(range(n))
     while active:
         # One round for every active trajectory, in one call, each with the rest of its budget.
@@ -140,10 +165,11 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
             if c.finish_reason == "length" or tokens[i] >= s.max_tokens:
                 truncated[i] = True
                 continue
-            if status == RETRY:  # after "incorrect" the model stopped, or went on without the marker
+            if status in (RETRY, CHECK):  # the model stopped, or went on without the marker
                 start = len(texts[i])
-                texts[i] += f"\n\n{s.fmt.retry_marker}\n"
-                markers[i].append([start, len(texts[i]), "cut" if start < full else "eos"])
+                kind, marker = ("retry", s.fmt.retry_marker) if status == RETRY else ("verify", s.fmt.verify_marker)
+                texts[i] += f"\n\n{marker}\n"
+                markers[i].append([start, len(texts[i]), "cut" if start < full else "eos", kind])
                 still.append(i)
         active = still
     return [Rollout(texts[i], attempts_of(texts[i], s.fmt), tokens[i], truncated[i], errors[i],

@@ -66,7 +66,7 @@ from s2r.train.common import (
 )
 
 LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable",
-        "eval/retry_by_loop")
+        "eval/retry_by_loop", "eval/verify_by_loop")
 
 
 @dataclass
