@@ -17,10 +17,10 @@ and returns trajectory records in the schema of metrics.py.
   out of its `max_tokens` budget is marked truncated. A backend that can keep stop strings
   (transformers) stops generating at the "correct" verdict sentence, so no tokens are spent past it.
   Records say whether the model itself stopped (EOS) where the trajectory ends (`stopped`), or was
-  stopped or cut there by the loop: RL trains the EOS only in the first case; and where the loop wrote a marker
-  (`loop_markers`: [start, end, "eos" | "cut", "retry" | "verify"], its character span in the text,
-  whether the model stopped there or its text was cut, and which marker): RL trains only what the
-  model generated, not these.
+  stopped or cut there by the loop: RL trains the EOS only in the first case; and where the loop
+  wrote a marker (`loop_markers`: [start, end, "eos" | "cut", "retry" | "verify"], its character
+  span in the text, whether the model stopped there or its text was cut, and which marker): RL
+  trains only what the model generated, not these.
 - single: one attempt (generation stops at the verify marker, so S²R models can be measured too).
 - majority: `votes` sampled attempts and a majority vote over their answers.
 - intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
@@ -78,8 +78,9 @@ def unmarked_check(text: str, action: Action, fmt: TrajectoryFormat) -> int | No
              if i >= 0]
     if not found:
         return None
-    boxed = text.rfind("\\boxed{", action.start, min(found))
-    end = text.find("\n", boxed, min(found)) if boxed >= 0 else -1
+    first = min(found)
+    boxed = text.rfind("\\boxed{", action.start, first)
+    end = text.find("\n", boxed, first) if boxed >= 0 else -1
     return end if end >= 0 else None
 
 
