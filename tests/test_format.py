@@ -46,6 +46,19 @@ def test_markers_count_only_as_whole_lines():
     assert [a.kind for a in p.actions] == ["solve", "verify"] and p.actions[1].text == "ok"
 
 
+def test_a_repeated_marker_line_is_one_marker():
+    # a model that writes the verify (or retry) marker twice opens one verification (attempt), not
+    # an empty, unparsable one (an empty attempt without an answer) and then another
+    twice = TEXT.replace(F.verify_marker + "\n", (F.verify_marker + "\n") * 2, 1).replace(
+        F.retry_marker + "\n", F.retry_marker + "\n \n" + F.retry_marker + "\n")
+    p, once = parse(twice), parse(TEXT)
+    assert [(a.kind, a.text, a.answer, a.verdict) for a in p.actions] == [
+        (a.kind, a.text, a.answer, a.verdict) for a in once.actions]
+    assert p.spans[1] == (15, 109 + 34) and p.spans[2] == (143, 143 + 35 + 20)  # the repeats join their actions
+    # a marker line after some content is a new action, as before
+    assert len(parse(TEXT.replace(F.verify_marker + "\n", F.verify_marker + "\nhm\n" + F.verify_marker + "\n", 1)).actions) == 5
+
+
 def test_verdicts():
     assert verdict_of("looks fine.\nTherefore, the answer is correct.") == "correct"
     assert verdict_of("Therefore, the answer is correct. No wait. Therefore, the answer is incorrect.") == "incorrect"

@@ -109,6 +109,9 @@ def test_mixed_only_trains_the_groups_whose_final_answers_differ():
         assert [r.ids for r in mixed] == [r.ids for r in every[2:]] and [r.adv for r in mixed] == [r.adv for r in every[2:]]
         assert observed["reward/outcome_mean"] == [1.0, 1.0, -1.0, 1.0]  # the means still count every rollout
         assert observed["train/trained_frac"] == [0.0, 0.0, 1.0, 1.0]
+        # what a uniform group holds: nothing under ORL (RLOO), a wrong first answer rightly rejected
+        # and its fix under PRL, which is why the demo trains PRL on every group
+        assert any(a != 0 for r in every[:2] for a in r.adv) == (level == "process")
     assert [r.adv for r in mixed] == [[-1.0, 0.0], [1.0, 0.0]]  # PRL: b(R) = 0, b(R-V) = 1, b(R+V) = 1
 
 

@@ -168,6 +168,19 @@ def test_single_stops_where_a_verification_would_begin(grader):
     assert shape(r) == [("4", "incorrect", None)] and r["text"] == r"\boxed{4}" + "\n"
 
 
+@pytest.mark.parametrize("keeps_stop_strings", [False, True])
+def test_single_cuts_a_check_written_on_without_the_marker(grader, keeps_stop_strings):
+    # an S²R-trained model checks right after its answer without the verify marker, then writes
+    # another answer: the attempt is its first answer line, complete (not truncated)
+    attempt = r"9 - 4 = 5" + "\n" + r"The answer is \boxed{5}."
+    script = attempt + "\n\n5 + 4 = 9." + BAD + r" So \boxed{6}." + "x" * 50
+    settings = Settings(max_tokens=len(script) - 10, prompt=PLAIN.prompt)
+    (r,), _, _ = run({"p": [script]}, "single", settings=settings, grader=grader, keeps_stop_strings=keeps_stop_strings)
+    assert r["text"] == attempt and shape(r) == [("5", "correct", None)] and not r["truncated"]
+    # every generated token counts; a backend that keeps stop strings stops at the verdict sentence
+    assert r["tokens"] == (script.index(BAD) + len(BAD) if keeps_stop_strings else len(script) - 10)
+
+
 def test_majority_votes(grader):
     settings = Settings(max_tokens=100, votes=3, prompt=PLAIN.prompt)
     scripts = {"p": [r"\boxed{6}", r"\boxed{5}", r"\boxed{ 5 }"]}

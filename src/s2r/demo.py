@@ -17,7 +17,8 @@ Rows:
   on those the bi model finds hard: `s2r hard` on its greedy trajectories of problems BI did not
   use); `offline`: offline RL on the bi model's filtered rollouts (`s2r offline`); in `DIR/rl/`.
   `prl-majorityK`: the prl model votes over K sampled answers, K chosen so that its tokens per
-  problem match prl's.
+  problem match prl's: prl's tokens per problem over those of one sampled single answer, measured
+  on the first 200 test problems (`rows/prl-single-sampled.jsonl`, not a row of the table).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class DemoConfig:
     sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
     sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
     rl_iterations: int = arg(12, help="ORL and PRL: iterations (--quick 2)")
-    rl_prompts: int = arg(32, help="ORL and PRL: prompts per iteration (× 4 samples; only groups with mixed answers train; --quick 16)")
+    rl_prompts: int = arg(32, help="ORL and PRL: prompts per iteration (× 4 samples; ORL trains only the groups with "
+                                   "mixed answers; --quick 16)")
     rl_hard: bool = arg(False, help="ORL trains on the bi model's hard training problems (`s2r hard`: those its greedy s2r "
                                     "trajectory ends wrong or needs ≥ 3 attempts for; pair with --rl-prompts 32); PRL "
                                     "trains on all of them either way (on the hard ones it loses accuracy: README)")
@@ -82,6 +84,8 @@ class DemoConfig:
     orl_kl: float = arg(0.01, help="ORL: β of the k1 KL to the bi model")
     prl_kl: float = arg(0.05, help="PRL: β of the k1 KL to the bi model (METHOD.md's; at 0.01 PRL can wreck the "
                                    "long divisions inside the checks: README)")
+    prl_mixed_only: bool = arg(False, help="PRL: train only the prompt groups whose final answers differ, as ORL does "
+                                           "(its per-action rewards differ within the others too: README)")
     gamma: float = arg(1.0, help="PRL and offline: γ of the returns their advantages are taken of (1: a check is credited "
                                  "with the re-solve it leads to; METHOD.md's 0 leaves the division the retry copies "
                                  "unrewarded: README)")
@@ -172,7 +176,8 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     models = {
         "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"], updates=cfg.orl_updates),
                                level="outcome", kl_coef=cfg.orl_kl, out=str(stage / "orl"))),
-        "prl": run_rl(RLConfig(**online, level="process", kl_coef=cfg.prl_kl, gamma=cfg.gamma, out=str(stage / "prl"))),
+        "prl": run_rl(RLConfig(**dict(online, mixed_only=cfg.prl_mixed_only), level="process", kl_coef=cfg.prl_kl,
+                               gamma=cfg.gamma, out=str(stage / "prl"))),
     }
     n = cfg.sized("offline_problems")
     try:
@@ -183,20 +188,16 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     return models
 
 
-def attempt_tokens(records: list[dict], tokenizer_dir: Path) -> float:
-    """Mean tokens of the first attempt of each trajectory (its solve action, marker-free)."""
-    from transformers import AutoTokenizer
-
-    from s2r.format import parse
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    firsts = [(parse(r["text"]).attempts or [""])[0] for r in records]
-    return sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in firsts) / max(1, len(firsts))
-
-
 # The code a row's trajectories and grades come from: the loop, its parser and prompts, the backends,
 # the task and the grader. A change to any of them runs the rows again rather than mixing old and new.
 ROW_CODE = ("solve.py", "format.py", "prompts.py", "grader.py", "models", "tasks")
+
+
+CALIBRATION = 200  # test problems whose sampled single answers set the k of prl-majorityK
+
+
+def tokens_per_problem(records: list[dict]) -> float:
+    return compute_metrics(records)["overall"]["eval/tokens_mean"]
 
 
 def fingerprint(model_dir: Path, strategy: str, settings: Settings) -> str:
@@ -276,8 +277,11 @@ def run_demo(cfg: DemoConfig) -> dict:
         models.update(timed("rl", rl_stage, cfg, models["bi"], hard, out))
         for name in [n for n in ("orl", "prl", "offline") if n in models]:
             runs[name] = timed("evaluation", run_row, name, "s2r", models[name], jobs, s2r, out, cfg.batch_size)
-        # Same compute: the prl model samples k single answers and votes, k from prl's tokens per problem
-        k = max(2, round(compute_metrics(runs["prl"])["overall"]["eval/tokens_mean"] / attempt_tokens(runs["prl"], models["prl"])))
+        # Same compute: the prl model samples k single answers and votes, k = prl's tokens per problem
+        # over those of one sampled single answer (measured on the first CALIBRATION test problems)
+        one = timed("evaluation", run_row, "prl-single-sampled", "single", models["prl"], jobs[:CALIBRATION], sampled, out,
+                    cfg.batch_size)
+        k = max(2, round(tokens_per_problem(runs["prl"]) / tokens_per_problem(one)))
         runs[f"prl-majority{k}"] = timed("evaluation", run_row, f"prl-majority{k}", "majority", models["prl"], jobs,
                                          replace(sampled, votes=k), out, cfg.batch_size)
     rows = [{"name": name, "metrics": compute_metrics(records)["overall"]} for name, records in runs.items()]

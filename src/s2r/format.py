@@ -18,6 +18,10 @@ Rules:
   character offsets, never by token ids or by a bare word such as "Wait,".
 - The verify marker opens a verification; the retry marker opens a new attempt; the text before the
   first marker is the first attempt. Text without markers is one solve action.
+- A marker line repeated with nothing but whitespace before it since the last one ("Wait, let me
+  recheck my solution.\nWait, let me recheck my solution.\n...") is one marker: the action it opened
+  goes on, rather than an empty verification (unparsable) or an empty attempt (no answer) being
+  judged, and RL blaming the first marker for the repeat.
 - Each action's character span runs from the separator before its marker ("\\n\\n" or "\\n") to the
   next one, so the spans tile the text with no gaps or overlaps, and training an action trains the
   decision to open it. `Action.text` is the content: no marker line, no separator.
@@ -170,9 +174,13 @@ def parse(text: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> Parsed:
     # (span start, content start, kind) per action
     heads: list[tuple[int, int, str]] = [] if marks and marks[0].start() == 0 else [(0, 0, SOLVE)]
     for m in marks:
+        kind = VERIFY if m.group().strip() == fmt.verify_marker else SOLVE
+        if heads and heads[-1][2] == kind and not text[heads[-1][1] : m.start()].strip():
+            heads[-1] = (heads[-1][0], m.end(), kind)  # a marker line repeated: the same action goes on
+            continue
         floor = heads[-1][1] if heads else 0  # the separator comes out of the previous content only
         sep = 2 if text.endswith("\n\n", floor, m.start()) else 1 if text.endswith("\n", floor, m.start()) else 0
-        heads.append((m.start() - sep, m.end(), VERIFY if m.group().strip() == fmt.verify_marker else SOLVE))
+        heads.append((m.start() - sep, m.end(), kind))
     actions = []
     for i, (start, content_start, kind) in enumerate(heads):
         end = heads[i + 1][0] if i + 1 < len(heads) else len(text)

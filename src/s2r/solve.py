@@ -21,7 +21,8 @@ and returns trajectory records in the schema of metrics.py.
   wrote a marker (`loop_markers`: [start, end, "eos" | "cut", "retry" | "verify"], its character
   span in the text, whether the model stopped there or its text was cut, and which marker): RL
   trains only what the model generated, not these.
-- single: one attempt (generation stops at the verify marker, so S²R models can be measured too).
+- single: one attempt (generation stops at the verify marker, so S²R models can be measured too;
+  a check written on after the answer line without the marker is cut off, as in s2r).
 - majority: `votes` sampled attempts and a majority vote over their answers.
 - intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
   second answer is final (the first one stands when the second turn gives none).
@@ -180,28 +181,44 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
 # ----------------------------------------------------------------------------------- baselines
 
 
-def _single_params(s: Settings) -> SamplingParams:
-    # Stop where a verification would begin, so an S²R-trained model gives exactly one attempt.
-    return replace(s.params, max_tokens=s.max_tokens, stop=(*s.params.stop, f"\n{s.fmt.verify_marker}"))
+def _single_params(backend: Backend, s: Settings) -> SamplingParams:
+    # Stop where a verification would begin, so an S²R-trained model gives exactly one attempt; a
+    # backend that keeps stop strings also stops at a verdict sentence, which ends a check written
+    # on without the verify marker (_one_attempt cuts it off), so no tokens are spent past it.
+    stop = (*s.params.stop, f"\n{s.fmt.verify_marker}")
+    if getattr(backend, "keeps_stop_strings", False):
+        return replace(s.params, max_tokens=s.max_tokens, stop=(*stop, s.fmt.correct_sentence, s.fmt.incorrect_sentence),
+                       include_stop=True)
+    return replace(s.params, max_tokens=s.max_tokens, stop=stop)
 
 
-def _one_attempt(c: Completion) -> Rollout:
+def _one_attempt(c: Completion, fmt: TrajectoryFormat) -> Rollout:
+    """The first attempt of a completion: its text up to a verify marker, or up to its answer line
+    where a check follows it without the marker (unmarked_check); such an attempt is complete, not
+    truncated. Every generated token counts."""
     if c.finish_reason == "error":
         return Rollout("", [], error=c.error)
-    return Rollout(c.text, [{"answer": extract_answer(c.text), "verdict": None}], c.num_tokens,
-                   c.finish_reason == "length")
+    text, truncated = c.text, c.finish_reason == "length"
+    first = parse(text, fmt).actions[0]
+    if first.kind == SOLVE:
+        end = unmarked_check(text, first, fmt)
+        end = first.end if end is None else end
+        if end < len(text):
+            text, truncated = text[:end], False
+    return Rollout(text, [{"answer": extract_answer(text), "verdict": None}], c.num_tokens, truncated)
 
 
 def run_single(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
-    return [_one_attempt(c) for c in backend.complete(render_all(backend, conversations, s), _single_params(s))]
+    outs = backend.complete(render_all(backend, conversations, s), _single_params(backend, s))
+    return [_one_attempt(c, s.fmt) for c in outs]
 
 
 def run_majority(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
     prompts, k = render_all(backend, conversations, s), s.votes
-    outs = backend.complete([p for p in prompts for _ in range(k)], _single_params(s))
+    outs = backend.complete([p for p in prompts for _ in range(k)], _single_params(backend, s))
     rollouts = []
     for i in range(len(prompts)):
-        samples = [_one_attempt(c) for c in outs[i * k : (i + 1) * k]]
+        samples = [_one_attempt(c, s.fmt) for c in outs[i * k : (i + 1) * k]]
         failed = [r.error for r in samples if r.error]
         if failed:
             rollouts.append(Rollout("", [], error=failed[0]))
