@@ -185,11 +185,10 @@ def _single_params(backend: Backend, s: Settings) -> SamplingParams:
     # Stop where a verification would begin, so an S²R-trained model gives exactly one attempt; a
     # backend that keeps stop strings also stops at a verdict sentence, which ends a check written
     # on without the verify marker (_one_attempt cuts it off), so no tokens are spent past it.
-    stop = (*s.params.stop, f"\n{s.fmt.verify_marker}")
-    if getattr(backend, "keeps_stop_strings", False):
-        return replace(s.params, max_tokens=s.max_tokens, stop=(*stop, s.fmt.correct_sentence, s.fmt.incorrect_sentence),
-                       include_stop=True)
-    return replace(s.params, max_tokens=s.max_tokens, stop=stop)
+    keeps = getattr(backend, "keeps_stop_strings", False)
+    verdicts = (s.fmt.correct_sentence, s.fmt.incorrect_sentence) if keeps else ()
+    return replace(s.params, max_tokens=s.max_tokens, stop=(*s.params.stop, f"\n{s.fmt.verify_marker}", *verdicts),
+                   include_stop=s.params.include_stop or keeps)
 
 
 def _one_attempt(c: Completion, fmt: TrajectoryFormat) -> Rollout:
