@@ -1,5 +1,6 @@
-"""`s2r demo` wired end to end on a deliberately under-trained base model (the full run is the
-main job; its numbers are in the README). Checks rows, files, resume and the model cache."""
+"""`s2r demo` wired end to end: on a deliberately under-trained base model (rows, files, resume,
+the model cache) and, every stage cut to a few problems, from the shipped base model (BI, the RL
+stages and the token-matched vote). The full run is the main job; its numbers are in the README."""
 
 import json
 from pathlib import Path
@@ -100,3 +101,24 @@ def test_a_row_fingerprint_covers_the_code_that_writes_trajectories(tmp_path, mo
     was = demo.fingerprint(model, "s2r", s)
     monkeypatch.setattr(demo, "ROW_CODE", tuple(n for n in demo.ROW_CODE if n != "solve.py"))
     assert demo.fingerprint(model, "s2r", s) != was  # the loop's code is part of it
+
+
+def test_every_stage_runs_from_the_shipped_base_model_and_the_vote_is_token_matched(tmp_path):
+    from s2r.demo import CALIBRATION
+
+    out = tmp_path / "d"
+    args = ["demo", "--out", str(out), "--cache", str(tmp_path / "cache"), "--test-problems", "6", "--bi-problems", "8",
+            "--rl-iterations", "1", "--rl-prompts", "2", "--offline-problems", "4", "--max-tokens", "300"]
+    assert main(args) == 0
+    result = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in result["rows"]]
+    assert names[:7] == ["base", "base-majority4", "base-intrinsic", "plain-sft", "bi", "orl", "prl"]
+    assert all((out / "rl" / n / "model" / "model.safetensors").exists() for n in ("orl", "prl"))
+    rows = {r["name"]: r["metrics"] for r in result["rows"]}
+    # the vote's k: prl's tokens per problem over those of a sampled single answer of the calibration
+    calibration = [json.loads(line) for line in (out / "rows" / "prl-single-sampled.jsonl").open()]
+    assert len(calibration) == 6 * CALIBRATION[1] and {r["strategy"] for r in calibration} == {"single"}
+    k = max(2, round(rows["prl"]["eval/tokens_mean"] / (sum(r["tokens"] for r in calibration) / len(calibration))))
+    assert names[-1] == f"prl-majority{k}"
+    votes = [json.loads(line)["votes"] for line in (out / "rows" / f"prl-majority{k}.jsonl").open()]
+    assert len(votes) == 6 and all(len(v) == k for v in votes)

@@ -18,7 +18,8 @@ Rows:
   use); `offline`: offline RL on the bi model's filtered rollouts (`s2r offline`); in `DIR/rl/`.
   `prl-majorityK`: the prl model votes over K sampled answers, K chosen so that its tokens per
   problem match prl's: prl's tokens per problem over those of one sampled single answer, measured
-  on the first 200 test problems (`rows/prl-single-sampled.jsonl`, not a row of the table).
+  on 4 of them for each of the first 200 test problems (`rows/prl-single-sampled.jsonl`, not a row
+  of the table).
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ class DemoConfig:
                                     "trains on all of them either way (on the hard ones it loses accuracy: README)")
     screen_problems: int = arg(1000, help="--rl-hard: training problems (after BI's) the bi model solves to find its "
                                           "hard ones (--quick 150)")
-    rl_lr: float = arg(5e-5, help="ORL, PRL and offline: learning rate")
+    rl_lr: float = arg(5e-5, help="ORL and offline: learning rate")
+    prl_lr: float = arg(1e-4, help="PRL: learning rate (twice ORL's: one optimiser step per iteration under a 5× "
+                                   "stronger KL left it close to the bi model: README)")
     orl_updates: int = arg(4, help="ORL: optimiser steps per iteration, each on a quarter of the rollouts (the paper's "
                                    "4; PRL takes one: README)")
     orl_kl: float = arg(0.01, help="ORL: β of the k1 KL to the bi model")
@@ -176,8 +179,8 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     models = {
         "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"], updates=cfg.orl_updates),
                                level="outcome", kl_coef=cfg.orl_kl, out=str(stage / "orl"))),
-        "prl": run_rl(RLConfig(**dict(online, mixed_only=cfg.prl_mixed_only), level="process", kl_coef=cfg.prl_kl,
-                               gamma=cfg.gamma, out=str(stage / "prl"))),
+        "prl": run_rl(RLConfig(**dict(online, mixed_only=cfg.prl_mixed_only, lr=cfg.prl_lr), level="process",
+                               kl_coef=cfg.prl_kl, gamma=cfg.gamma, out=str(stage / "prl"))),
     }
     n = cfg.sized("offline_problems")
     try:
@@ -193,7 +196,9 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
 ROW_CODE = ("solve.py", "format.py", "prompts.py", "grader.py", "models", "tasks")
 
 
-CALIBRATION = 200  # test problems whose sampled single answers set the k of prl-majorityK
+# test problems × sampled single answers whose mean length sets the k of prl-majorityK (a few answers run
+# on for up to 200 tokens: one per problem left the vote's tokens 11% off prl's, four left them within 5%)
+CALIBRATION = (200, 4)
 
 
 def tokens_per_problem(records: list[dict]) -> float:
@@ -278,8 +283,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         for name in [n for n in ("orl", "prl", "offline") if n in models]:
             runs[name] = timed("evaluation", run_row, name, "s2r", models[name], jobs, s2r, out, cfg.batch_size)
         # Same compute: the prl model samples k single answers and votes, k = prl's tokens per problem
-        # over those of one sampled single answer (measured on the first CALIBRATION test problems)
-        one = timed("evaluation", run_row, "prl-single-sampled", "single", models["prl"], jobs[:CALIBRATION], sampled, out,
+        # over those of one sampled single answer (measured as CALIBRATION says)
+        n, m = CALIBRATION
+        calibration = [(b, p, i) for b, p, _ in jobs[:n] for i in range(m)]
+        one = timed("evaluation", run_row, "prl-single-sampled", "single", models["prl"], calibration, sampled, out,
                     cfg.batch_size)
         k = max(2, round(tokens_per_problem(runs["prl"]) / tokens_per_problem(one)))
         runs[f"prl-majority{k}"] = timed("evaluation", run_row, f"prl-majority{k}", "majority", models["prl"], jobs,
