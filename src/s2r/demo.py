@@ -17,9 +17,9 @@ Rows:
   on those the bi model finds hard: `s2r hard` on its greedy trajectories of problems BI did not
   use); `offline`: offline RL on the bi model's filtered rollouts (`s2r offline`); in `DIR/rl/`.
   `prl-majorityK`: the prl model votes over K sampled answers, K chosen so that its tokens per
-  problem match prl's: prl's tokens per problem over those of one sampled single answer, measured
-  on 4 of them for each of the first 200 test problems (`rows/prl-single-sampled.jsonl`, not a row
-  of the table).
+  problem match prl's: prl's tokens per problem over the mean tokens of a sampled single answer,
+  measured on 4 answers to each of the first 200 test problems (`rows/prl-single-sampled.jsonl`,
+  not a row of the table).
 """
 
 from __future__ import annotations
