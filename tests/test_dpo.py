@@ -1,8 +1,11 @@
 """`s2r dpo` end to end on a tiny chat model: the loss starts at ln 2 and falls, the saved model
-loads and prefers the right answers, a killed run resumes exactly, LoRA, bad input."""
+loads and prefers the right answers, a killed run resumes exactly, LoRA, bad input, 2 processes."""
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,21 @@ def test_no_pair_is_a_one_line_error(tiny, tmp_path, capsys):
     assert err == f"s2r dpo: error: {data}: no problem has both a right and a wrong sample: no pair to train on"
     assert main(["dpo", str(data), "--model", model, "--weighting", "hard"]) == 2
     assert "--weighting" in capsys.readouterr().err
+    two = sample(p, "a retry", "correct", 2)
+    write_jsonl_atomic(data, [{**two, "attempts": two["attempts"] * 2}])  # a trajectory, not a first attempt
+    assert main(["dpo", str(data), "--model", model]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"s2r dpo: error: {data}: problem ") and "--pairs attempts" in err and "\n" not in err
+
+
+def test_two_processes_match_one(tiny):
+    root, model, data = tiny
+    one = _log(_dpo(tiny, "one", "--epochs", "1"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "s2r.cli", "dpo", data,
+           "--model", model, "--out", str(root / "two"), "--batch-size", "6", "--micro-batch-size", "4", "--lr", "3e-3",
+           "--warmup-ratio", "0", "--template", "chat", "--system", "", "--tensorboard", "false", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = _log(root / "two")
+    for key in ("train/loss", "train/reward_acc", "train/reward_margin"):
+        assert [r[key] for r in two] == pytest.approx([r[key] for r in one], rel=1e-4, abs=1e-6), key

@@ -87,14 +87,15 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_l
                    f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{v:.0%}</text>'
                    f'<text x="{x:.1f}" y="{head + plot_h + 14}" text-anchor="middle" fill="#555">{v:.0%}</text>')
     out.append(f'<text x="{left + plot_w / 2}" y="{head + plot_h + 28}" text-anchor="middle">{_esc(x_label)}</text>'
-               f'<text x="12" y="{head + plot_h / 2}" text-anchor="middle" transform="rotate(-90 12 {head + plot_h / 2})">{_esc(y_label)}</text>')
+               f'<text x="12" y="{head + plot_h / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 12 {head + plot_h / 2})">{_esc(y_label)}</text>')
     for s, (name, points) in enumerate(series.items()):
         color = PALETTE[s % len(PALETTE)]
         pixels = [px(x, y) for x, y in points]
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
                    f'points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pixels)}"><title>{_esc(name)}</title></polyline>')
-        out.extend(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}"><title>{_esc(name)}: {x:.1%}, {y:.1%}</title></circle>'
-                   for (a, b), (x, y) in zip(pixels, points))
+        out.extend(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}">'
+                   f'<title>{_esc(name)}: {x:.1%}, {y:.1%}</title></circle>' for (a, b), (x, y) in zip(pixels, points))
     lx = left
     for s, name in enumerate(series):  # legend
         out.append(f'<rect x="{lx}" y="{height - 16}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>'

@@ -79,7 +79,9 @@ def _vote_share(r: Record) -> float | None:
     if not r.get("votes"):
         return None
     final = r["attempts"][-1].get("answer")
-    return 0.0 if final is None else sum(v is not None and answer_key(v) == answer_key(final) for v in r["votes"]) / len(r["votes"])
+    if final is None:
+        return 0.0
+    return sum(v is not None and answer_key(v) == answer_key(final) for v in r["votes"]) / len(r["votes"])
 
 
 def _last_verdict(r: Record) -> float | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from s2r.config import arg
-from s2r.jsonl import write_json_atomic
+from s2r.jsonl import DataError, write_json_atomic
 from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.train.common import (
     Distributed,
@@ -42,7 +41,7 @@ from s2r.train.common import (
     wrap_ddp,
 )
 from s2r.train.dpo_pairs import SOURCES, WEIGHTINGS, Pair
-from s2r.train.sft import batch_order, lr_at, micro_batches
+from s2r.train.sft import SFTConfig, batch_order, lr_at, micro_batches
 
 if TYPE_CHECKING:
     import torch
@@ -73,10 +72,7 @@ class DPOConfig(TrainFields):
         """load_models keeps a frozen reference when this is > 0: DPO always needs one."""
         return self.beta
 
-    def key(self, data_digest: str) -> str:
-        """What determines the trained weights (not where they go or how fast)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("out", "max_steps", "ckpt_every", "device", "threads", "tensorboard")}
-        return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
+    key = SFTConfig.key  # what determines the trained weights: every field but where they go and how fast
 
 
 Example = tuple[list[int], list[int], list[int], list[int], float]  # chosen ids, mask, rejected ids, mask, weight
@@ -149,7 +145,10 @@ def load_pairs(cfg: DPOConfig) -> list[Pair]:
         raise ValueError(f"--pairs must be one of {', '.join(SOURCES)} and --weighting one of {', '.join(WEIGHTINGS)}")
     if cfg.beta <= 0:
         raise ValueError(f"--beta must be > 0, not {cfg.beta}")
-    pairs = build_pairs(load_trajectories(cfg.data), cfg.pairs, cfg.weighting, cfg.max_pairs, cfg.seed)
+    try:
+        pairs = build_pairs(load_trajectories(cfg.data), cfg.pairs, cfg.weighting, cfg.max_pairs, cfg.seed)
+    except DataError as e:
+        raise DataError(f"{cfg.data}: {e}") from None
     if not pairs:
         raise ValueError(f"{cfg.data}: no problem has both a right and a wrong sample: no pair to train on")
     return pairs

@@ -60,7 +60,8 @@ def build_pairs(records: Sequence[dict], source: str, weighting: str = "none", m
                 raise DataError(f"problem {r['id']!r}: a sample with {len(r['attempts'])} attempts; "
                                 "--pairs attempts takes `s2r sample` output (one attempt each)")
             if "text" not in r or "problem" not in r:
-                raise DataError(f"problem {r['id']!r}: a sample without 'text' or 'problem' (expected `s2r sample` or `s2r solve` output)")
+                raise DataError(f"problem {r['id']!r}: a sample without 'text' or 'problem' "
+                                "(expected `s2r sample` or `s2r solve` output)")
         outcomes = [outcome(r) for r in group]
         right = list(dict.fromkeys(r["text"] for r, o in zip(group, outcomes) if o == "right"))
         wrong = list(dict.fromkeys(r["text"] for r, o in zip(group, outcomes) if o == "wrong"))
