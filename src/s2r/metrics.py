@@ -10,7 +10,7 @@ A trajectory record (the contract between `solve`, `eval` and `metrics`; see the
 
 `grade` is the grader's result, `verdict` the model's own (null when the attempt was not verified).
 `votes` (strategy majority) are the sampled answers voted on; `certainty` in [0, 1] is how sure the
-model says it is of its final answer (null: it said nothing parsable), see CERTAINTY_SIGNALS.
+model says it is of its final answer (null: it said nothing parsable); see selective.CERTAINTY_SIGNALS.
 Undefined ratios (0/0) are None (JSON null), never 0.
 """
 
