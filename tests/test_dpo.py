@@ -88,6 +88,17 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tiny):
     assert [r["train/loss"] for r in resumed] == pytest.approx([r["train/loss"] for r in whole], rel=1e-6)
 
 
+def test_rerun_reuses_only_the_same_settings(tiny, capsys):
+    out = _dpo(tiny, "again", "--epochs", "1")
+    first = _log(out)
+    capsys.readouterr()
+    _dpo(tiny, "again", "--epochs", "1")
+    assert "reusing the DPO model" in capsys.readouterr().err and _log(out) == first
+    _dpo(tiny, "again", "--epochs", "1", "--beta", "0.5")  # another β: trained anew, not reused
+    assert "reusing" not in capsys.readouterr().err
+    assert json.loads((out / "dpo.json").read_text())["config"]["beta"] == 0.5 and _log(out)[-1] != first[-1]
+
+
 def test_lora_reference_is_the_adapter_free_model(tiny):
     out = _dpo(tiny, "lora", "--lora-rank", "4", "--lora-alpha", "8", "--lr", "1e-2", "--epochs", "2")
     log = _log(out)
