@@ -121,6 +121,9 @@ def test_no_pair_is_a_one_line_error(tiny, tmp_path, capsys):
     assert main(["dpo", str(data), "--model", model]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"s2r dpo: error: {data}: problem ") and "--pairs attempts" in err and "\n" not in err
+    data.write_text('{"id": "x"}\n')  # not a trajectory record: the file and line, once
+    assert main(["dpo", str(data), "--model", model]) == 2
+    assert capsys.readouterr().err.strip() == f"s2r dpo: error: {data}:1: not a trajectory record: missing field 'attempts'"
 
 
 def test_two_processes_match_one(tiny):

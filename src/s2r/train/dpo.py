@@ -145,8 +145,9 @@ def load_pairs(cfg: DPOConfig) -> list[Pair]:
         raise ValueError(f"--pairs must be one of {', '.join(SOURCES)} and --weighting one of {', '.join(WEIGHTINGS)}")
     if cfg.beta <= 0:
         raise ValueError(f"--beta must be > 0, not {cfg.beta}")
+    records = load_trajectories(cfg.data)  # its errors name the file and line
     try:
-        pairs = build_pairs(load_trajectories(cfg.data), cfg.pairs, cfg.weighting, cfg.max_pairs, cfg.seed)
+        pairs = build_pairs(records, cfg.pairs, cfg.weighting, cfg.max_pairs, cfg.seed)
     except DataError as e:
         raise DataError(f"{cfg.data}: {e}") from None
     if not pairs:
