@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from s2r.progress import ENV, Progress, every_from_env, format_duration, progress_line, stage
+from s2r.progress import ENV, Progress, announce, every_from_env, format_duration, progress_line
 
 
 class FakeClock:
@@ -93,8 +93,36 @@ def test_the_period_comes_from_the_environment(monkeypatch):
             every_from_env()
 
 
-def test_stage_lines():
+def test_announced_stage_lines():
     clock, log = FakeClock(), io.StringIO()
-    with stage("demo: rl", file=log, clock=clock):
+    with announce("demo: rl", file=log, clock=clock):
         clock.now += 75
     assert log.getvalue().splitlines() == ["demo: rl: started", "demo: rl: done in 1m15s"]
+
+
+def test_sft_off_a_terminal_writes_step_and_loss_lines(tmp_path, monkeypatch, capsys):
+    import json
+    import re
+
+    from s2r.jsonl import write_jsonl_atomic
+    from s2r.models.tiny import TinyModelConfig, run_tiny_model
+    from s2r.tasks import arith
+    from s2r.train.sft import SFTConfig, run_sft
+
+    model = run_tiny_model(TinyModelConfig(str(tmp_path / "model"), seed=0))
+    records = []
+    for p in arith.generate("train", 8, seed=0):
+        completion = arith.solution(p.problem)
+        records.append({"problem": p.problem, "completion": completion, "spans": [[0, len(completion)]]})
+    write_jsonl_atomic(tmp_path / "sft.jsonl", records)
+    monkeypatch.setenv(ENV, "0")  # a line after every step
+    capsys.readouterr()
+    run_sft(SFTConfig(str(tmp_path / "sft.jsonl"), model=str(model), out=str(tmp_path / "sft"), epochs=1, batch_size=4,
+                      micro_batch_size=4, kl_coef=0.1, system="", template="plain", tensorboard=False, threads=1))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sft: ")]
+    losses = [json.loads(line)["train/loss"] for line in (tmp_path / "sft" / "log.jsonl").read_text().splitlines()]
+    assert lines[0] == "sft: 0/2 steps (0%)"
+    rate = r"[\d.]+ (step/s|s/step)"
+    assert re.fullmatch(rf"sft: 1/2 steps \(50%\), {rate}, ETA \w+, loss {losses[0]:.3f}, kl [\d.]+", lines[1]), lines[1]
+    assert re.fullmatch(rf"sft: 2/2 steps \(100%\), {rate}, loss {losses[1]:.3f}, kl [\d.]+", lines[2]), lines[2]
+    assert len(lines) == 3

@@ -12,12 +12,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
 from s2r.config import arg
 from s2r.format import parse
 from s2r.grader import Grader
 from s2r.jsonl import DataError, ResumableJsonl, iter_jsonl
+from s2r.progress import Progress
 
 
 @dataclass
@@ -65,8 +64,7 @@ def run_check(cfg: CheckConfig) -> dict:
                                 "it was written for another input (remove it or choose another --out)")
         if done:
             print(f"resuming: {done} of {len(inputs)} records already graded", file=sys.stderr)
-        bar = tqdm(total=len(inputs), initial=done, desc="grading", unit="rec", file=sys.stderr,
-                   disable=None)
+        bar = Progress("grading", len(inputs), initial=done, unit="record")
         with Grader(timeout=cfg.timeout, workers=cfg.workers or None, max_answer_chars=cfg.max_answer_chars) as grader:
             for lo in range(done, len(inputs), cfg.chunk):
                 chunk = inputs[lo : lo + cfg.chunk]

@@ -38,6 +38,7 @@ from s2r.evaluate import solve_resumable
 from s2r.jsonl import write_atomic, write_json_atomic, write_jsonl_atomic
 from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
+from s2r.progress import announce
 from s2r.report import render_report
 from s2r.solve import Settings
 from s2r.tasks import arith
@@ -235,11 +236,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     print(f"s2r demo: seed {cfg.seed}, {n_test} test problems of the embedded arithmetic task", file=sys.stderr)
     seconds: dict[str, float] = {}  # wall clock of each stage -> results.json "seconds"
 
-    def timed(stage: str, fn, *args):
+    def timed(name: str, fn, *args, label: str = ""):
+        """fn(*args), its wall clock added to seconds[name], between `demo: LABEL: started` / `done` lines."""
         t = time.monotonic()
-        result = fn(*args)
-        seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - t
+        with announce(f"demo: {label or name}"):
+            result = fn(*args)
+        seconds[name] = seconds.get(name, 0.0) + time.monotonic() - t
         return result
+
+    def row(name: str, strategy: str, model: Path, row_jobs, settings: Settings) -> list[dict]:
+        return timed("evaluation", run_row, name, strategy, model, row_jobs, settings, out, cfg.batch_size,
+                     label=f"evaluation of {name}")
 
     base_dir = timed("base model", train_base, base_config(cfg))
     models = timed("bi data and sft", bi_stage, cfg, base_dir, out, cfg.batch_size)
@@ -254,22 +261,19 @@ def run_demo(cfg: DemoConfig) -> dict:
     ]
     if models:
         plan += [("plain-sft", "single", models["plain-sft"], greedy), ("bi", "s2r", models["bi"], s2r)]
-    runs = {name: timed("evaluation", run_row, name, strategy, model, jobs, s, out, cfg.batch_size)
-            for name, strategy, model, s in plan}
+    runs = {name: row(name, strategy, model, jobs, s) for name, strategy, model, s in plan}
     if models:
         hard = timed("rl problems", hard_stage, cfg, models["bi"], s2r, out) if cfg.rl_hard else None
         models.update(timed("rl", rl_stage, cfg, models["bi"], hard, out))
         for name in [n for n in ("orl", "prl", "offline") if n in models]:
-            runs[name] = timed("evaluation", run_row, name, "s2r", models[name], jobs, s2r, out, cfg.batch_size)
+            runs[name] = row(name, "s2r", models[name], jobs, s2r)
         # Same compute: the prl model samples k single answers and votes, k = prl's tokens per problem
         # over those of one sampled single answer (measured as CALIBRATION says)
         n, m = CALIBRATION
         calibration = [(b, p, i) for b, p, _ in jobs[:n] for i in range(m)]
-        one = timed("evaluation", run_row, "prl-single-sampled", "single", models["prl"], calibration, sampled, out,
-                    cfg.batch_size)
+        one = row("prl-single-sampled", "single", models["prl"], calibration, sampled)
         k = max(2, round(tokens_per_problem(runs["prl"]) / tokens_per_problem(one)))
-        runs[f"prl-majority{k}"] = timed("evaluation", run_row, f"prl-majority{k}", "majority", models["prl"], jobs,
-                                         replace(sampled, votes=k), out, cfg.batch_size)
+        runs[f"prl-majority{k}"] = row(f"prl-majority{k}", "majority", models["prl"], jobs, replace(sampled, votes=k))
     rows = [{"name": name, "metrics": compute_metrics(records)["overall"]} for name, records in runs.items()]
     result = {"seed": cfg.seed, "test_problems": n_test, "base_model": str(base_dir), "rows": rows,
               "seconds": {stage: round(t, 1) for stage, t in seconds.items()}}

@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
-
 from s2r.config import arg, to_dict
 from s2r.format import MarkerFields
 from s2r.grader import Grader
@@ -16,6 +14,7 @@ from s2r.jsonl import ResumableJsonl, write_atomic, write_json_atomic
 from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
+from s2r.progress import Progress
 from s2r.prompts import DEFAULT_REVIEW, DEFAULT_SYSTEM, PromptConfig
 from s2r.solve import STRATEGIES, Settings, solve_problems
 from s2r.tasks import load_problems
@@ -111,8 +110,7 @@ def solve_resumable(path, jobs, strategy: str, settings: Settings, backend_facto
         errors: list[str] = []
         if todo:
             backend = backend_factory()
-            bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc or f"solve ({strategy})",
-                       unit="traj", file=sys.stderr, disable=None)
+            bar = Progress(desc or f"solve ({strategy})", len(jobs), initial=len(jobs) - len(todo), unit="trajectory")
             try:
                 with Grader(timeout=grader_timeout) as grader:
                     for lo in range(0, len(todo), chunk):
@@ -122,8 +120,7 @@ def solve_resumable(path, jobs, strategy: str, settings: Settings, backend_facto
                         records, errs = solve_problems(backend, [j for _, j in part], strategy, s, grader)
                         sink.extend(records)
                         errors += errs
-                        bar.update(len(part))
-                        bar.set_postfix(tok_s=f"{sum(r['tokens'] for r in records) / max(1e-9, time.monotonic() - start):.0f}")
+                        bar.update(len(part), **{"tok/s": f"{sum(r['tokens'] for r in records) / max(1e-9, time.monotonic() - start):.0f}"})
             finally:
                 bar.close()
                 backend.close()

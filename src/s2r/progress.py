@@ -6,7 +6,7 @@ while work is done (S2R_PROGRESS_SECONDS, default 30), and one at the end:
 
     sft: 120/1000 steps (12%), 3.1 step/s, ETA 4m44s, loss 0.412, reward 0.31
 
-`stage()` brackets a stage of a pipeline with a line when it starts and one when it ends.
+`announce()` brackets a stage of a pipeline with a line when it starts and one when it ends.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class Progress:
 
 
 @contextmanager
-def stage(name: str, *, file: TextIO | None = None, clock: Clock = time.monotonic) -> Iterator[None]:
+def announce(name: str, *, file: TextIO | None = None, clock: Clock = time.monotonic) -> Iterator[None]:
     """`name: started` before the block and `name: done in 4m44s` after it (on a terminal too)."""
     file = file or sys.stderr
     start = clock()

@@ -26,8 +26,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from s2r.config import arg, cache_root
 from s2r.evaluate import EndpointErrors
 from s2r.format import CORRECT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryFormat, parse, verdict_of
@@ -35,6 +33,7 @@ from s2r.jsonl import ResumableJsonl, dumps, read_jsonl
 from s2r.metrics import answer_key
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
+from s2r.progress import Progress
 from s2r.tasks import arith
 
 CONFIRMATIVE_PROMPT = """\
@@ -225,8 +224,7 @@ def run_verify(cfg: VerifyConfig) -> dict:
         with ResumableJsonl(cfg.out) as sink:
             done = {(r["benchmark"], str(r["id"]), answer_key(r["answer"])) for r in sink.records}
             todo = [it for it in items if (it["benchmark"], str(it["id"]), answer_key(it["answer"])) not in done]
-            bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"verify ({teacher.id})", unit="answer",
-                       file=sys.stderr, disable=None)
+            bar = Progress(f"verify ({teacher.id})", len(items), initial=len(items) - len(todo), unit="answer")
             for lo in range(0, len(todo), cfg.chunk):
                 part = todo[lo : lo + cfg.chunk]
                 keys = [cache.key(teacher.id, cfg.style, it["problem"], it["answer"]) for it in part]

@@ -17,13 +17,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from s2r.config import arg
 from s2r.grader import Grader, extract_answer
 from s2r.jsonl import write_json_atomic
 from s2r.models.backend import SamplingParams
 from s2r.models.tiny import TinyModelConfig, build_tiny_model
+from s2r.progress import Progress
 from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.tasks import arith
 
@@ -138,7 +137,7 @@ def train_base(cfg: BaseConfig) -> Path:
             print(f"resuming base training at step {step}", file=sys.stderr)
     model.train()
     reached = history[-1]["val_acc"] >= cfg.target_acc if history else False
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="base model", unit="step", file=sys.stderr, disable=None)
+    bar = Progress("base model", cfg.max_steps, initial=step, unit="step")
     start = time.monotonic()
     with Grader(workers=1) as grader:
         while step < cfg.max_steps and not reached:
@@ -156,15 +155,14 @@ def train_base(cfg: BaseConfig) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1, loss=f"{loss:.3f}")
             near = bool(history) and history[-1]["val_acc"] >= cfg.target_acc / 4
             if step % (cfg.eval_every_near if near else cfg.eval_every) == 0:
                 acc, by_level = greedy_accuracy(model, tokenizer, val, grader)
                 history.append({"step": step, "loss": loss, "val_acc": acc, "val_acc_by_level": by_level,
                                 "seconds": time.monotonic() - start})
                 bar.write(f"step {step}: loss {loss:.3f}, val accuracy {acc:.3f} "
-                          + " ".join(f"L{lv} {a:.2f}" for lv, a in by_level.items()), file=sys.stderr)
+                          + " ".join(f"L{lv} {a:.2f}" for lv, a in by_level.items()))
                 reached = acc >= cfg.target_acc
             if step % cfg.ckpt_every == 0 or reached:
                 tmp = ckpt_path.with_suffix(".tmp")

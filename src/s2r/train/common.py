@@ -158,12 +158,11 @@ def read_log(path: Path, n: int) -> list[dict]:
 
 class RunLog:
     """OUT/log.jsonl (rewritten to the records a checkpoint covers, then appended per step),
-    TensorBoard in OUT/tb and a progress bar; all on the main process only."""
+    TensorBoard in OUT/tb and progress (a bar, or periodic lines off a terminal); all on the main process only."""
 
     def __init__(self, out: Path, records: list[dict], total: int, desc: str, unit: str, main: bool, tensorboard: bool):
-        from tqdm import tqdm
-
         from s2r.jsonl import write_jsonl_atomic
+        from s2r.progress import Progress
 
         self.file = self.writer = None
         if main:
@@ -171,17 +170,14 @@ class RunLog:
             write_jsonl_atomic(out / "log.jsonl", records)  # drop lines past the checkpoint of a killed run
             self.file = (out / "log.jsonl").open("a", encoding="utf-8")
             self.writer = make_writer(out / "tb") if tensorboard else None
-        self.bar = tqdm(total=total, initial=len(records), desc=desc, unit=unit, file=sys.stderr,
-                        disable=None if main else True)
+        self.bar = Progress(desc, total, initial=len(records), unit=unit, enabled=main)
 
     def write(self, step: int, record: dict, **postfix: str) -> None:
         if self.file is None:
             return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        self.bar.update(1)
-        if postfix:
-            self.bar.set_postfix(**postfix)
+        self.bar.update(1, **postfix)
         if self.writer:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):

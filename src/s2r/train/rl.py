@@ -350,7 +350,7 @@ def run_rl(cfg: RLConfig) -> Path:
         autocast = cfg.autocast(dist_.device)
         prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
         backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
-        run_log = RunLog(out, log, cfg.iterations, f"rl ({cfg.level})", "it", dist_.main, cfg.tensorboard)
+        run_log = RunLog(out, log, cfg.iterations, f"rl ({cfg.level})", "iteration", dist_.main, cfg.tensorboard)
         start = time.monotonic()
         with Grader(workers=1) as grader:
             while iteration < cfg.iterations:
@@ -414,7 +414,7 @@ def run_rl(cfg: RLConfig) -> Path:
                           "tokens": sum(r["tokens"] for r in everyone),
                           "gen_seconds": gen_seconds, "seconds": time.monotonic() - start}
                 log.append(record)
-                run_log.write(iteration, record, reward=f"{record['reward/outcome_mean'] or 0:.2f}",
+                run_log.write(iteration, record, loss=f"{record['train/loss']:.3f}", reward=f"{record['reward/outcome_mean'] or 0:.2f}",
                               acc=f"{live.get('eval/acc_final') or 0:.2f}")
                 if dist_.main and (iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations):
                     save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, iteration=iteration, baselines=state)
