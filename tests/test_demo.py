@@ -3,6 +3,7 @@ the model cache) and, every stage cut to a few problems, from the shipped base m
 stages and the token-matched vote). The full run is the main job; its numbers are in the README."""
 
 import json
+import re
 from pathlib import Path
 
 from s2r.cli import main
@@ -26,6 +27,11 @@ def test_demo_rows_files_and_reuse(tmp_path, capsys):
     assert "base-intrinsic" in out and "acc first" in out
     # a 20-step base model solves nothing: BI gets no data, says so, and its rows are left out
     assert "no BI data, so the bi and plain-sft rows are left out" in err
+    # off a terminal: a line as each stage starts and ends, and each loop's first and last progress lines
+    for line in ("demo: base model: started", "base model: 0/20 steps (0%)", "demo: evaluation of base-intrinsic: done in",
+                 "bi-attempts: 30/30 trajectories (100%)", "verify (arith:"):
+        assert line in err, line
+    assert re.search(r"^base model: 20/20 steps \(100%\), [\d.]+ (step/s|s/step), loss [\d.]+$", err, re.M)
     assert len(list((tmp_path / "d" / "bi" / "attempts.jsonl").open())) == 6 * 5
     rows = (tmp_path / "d" / "rows" / "base.jsonl").read_text()
     assert main(args) == 0  # a second run reuses the cached model and every row

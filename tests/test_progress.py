@@ -126,3 +126,11 @@ def test_sft_off_a_terminal_writes_step_and_loss_lines(tmp_path, monkeypatch, ca
     assert re.fullmatch(rf"sft: 1/2 steps \(50%\), {rate}, ETA \w+, loss {losses[0]:.3f}, kl [\d.]+", lines[1]), lines[1]
     assert re.fullmatch(rf"sft: 2/2 steps \(100%\), {rate}, loss {losses[1]:.3f}, kl [\d.]+", lines[2]), lines[2]
     assert len(lines) == 3
+
+
+def test_a_bad_period_stops_the_command_before_any_work(tmp_path, monkeypatch, capsys):
+    from s2r.cli import main
+
+    monkeypatch.setenv(ENV, "soon")
+    assert main(["check", str(tmp_path / "absent.jsonl"), "--out", str(tmp_path / "out.jsonl")]) == 2
+    assert capsys.readouterr().err == f"s2r check: error: {ENV} must be a number of seconds ≥ 0, not 'soon'\n"

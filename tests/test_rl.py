@@ -301,10 +301,15 @@ def test_two_processes_run_one_iteration(policy):
            model, "--data", "arith:train", "--limit", "100", "--out", str(out), "--iterations", "1", "--prompts", "4",
            "--samples", "2", "--max-tokens", "200", "--updates", "2", "--lr", "1e-3", "--system", "", "--template", "plain",
            "--tensorboard", "false", "--threads", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "S2R_PROGRESS_SECONDS": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (record,) = read_jsonl(out / "log.jsonl")
     assert record["rollouts"] == 8  # both processes' rollouts, gathered
+    # progress off a terminal: plain lines, from the main process only
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("rl (process): 1/1")]
+    assert f"loss {record['train/loss']:.3f}, reward {record['reward/outcome_mean'] or 0:.2f}, acc " in line
+    assert done.stderr.count("rl (process): 0/1 iterations (0%)") == 1
 
 
 def test_a_process_without_prompts_joins_with_weight_zero(policy):

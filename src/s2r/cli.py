@@ -20,6 +20,7 @@ from s2r.demo import DemoConfig
 from s2r.evaluate import EndpointErrors, EvalConfig, SolveConfig
 from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig
+from s2r.progress import every_from_env
 from s2r.serve import ServeConfig
 from s2r.train.base import BaseConfig
 from s2r.train.dpo import DPOConfig
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     cls, run, _ = COMMANDS[ns.command]
     try:
+        every_from_env()  # a bad S2R_PROGRESS_SECONDS stops the command now, not after minutes of work
         run(from_args(cls, ns))
     except (ConfigError, DataError, FileNotFoundError, ValueError, EndpointErrors) as e:
         if os.environ.get("S2R_DEBUG"):
