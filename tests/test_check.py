@@ -47,7 +47,7 @@ def test_thousand_records_with_hostile_ones(tmp_path, data_dir, capsys):
     assert all(by_id[f"h{j}"]["verdict"] == "unverifiable" for j in range(20))
     ordinary = Counter(r["verdict"] for r in graded if not str(r["id"]).startswith("h"))
     assert ordinary["unverifiable"] <= 5 and ordinary["correct"] > 600 and ordinary["incorrect"] > 300
-    assert "1000 records" in capsys.readouterr().err
+    assert "1000 records: correct" in capsys.readouterr().err  # the summary, not the progress lines
 
 
 def test_killed_run_resumes_without_losing_or_duplicating(tmp_path, data_dir):
