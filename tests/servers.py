@@ -18,7 +18,8 @@ def start_server(args: list[str]) -> tuple[str, subprocess.Popen]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "s2r.cli", "serve", *args, "--port", str(port)], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + 120  # importing torch and transformers is slow on a busy machine
+    while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/health", timeout=1)
             return url, proc
