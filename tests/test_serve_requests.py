@@ -63,6 +63,7 @@ def assert_openai_error(status: int, body: dict, want: int) -> dict:
     ("/v1/completions", b'{"prompt": [1, 2]}', "prompt.0"),
     ("/v1/completions", b'{"prompt": ["x"], "n": 64, "stop": ["a", ""]}', "stop.1"),
     ("/v1/completions", b'{"max_tokens": 2}', "prompt"),
+    ("/v1/completions", b'{"prompt": ["x", ""]}', "prompt"),  # no BOS: an empty prompt has no tokens
     ("/v1/completions", b'{"prompt": "x"', None),  # malformed JSON
     ("/v1/completions", b'[]', None),
     ("/v1/chat/completions", b'{"messages": []}', "messages"),

@@ -38,7 +38,8 @@ class ServeConfig:
     served_name: str | None = arg(None, help="model name clients use (default: the folder name)")
     batch_size: int = arg(32, help="largest batch of one backend call")
     batch_wait_ms: float = arg(5.0, help="how long to wait for more requests to batch together")
-    max_tokens_default: int = arg(512, help="max_tokens of a chat request that gives none (cut to the room the prompt leaves)")
+    max_tokens_default: int = arg(512, help="max_tokens of a chat request that gives none "
+                                  "(cut to the room the prompt leaves)")
     max_body_bytes: int = arg(1 << 20, help="largest request body in bytes; a larger one gets 413 unread")
     device: str = arg("auto", help="auto, cpu, cuda, cuda:1, ...")
     dtype: str = arg("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
@@ -117,6 +118,8 @@ class Server:
                            f"(max_tokens {max_tokens or 1} of {positions} positions)", param, "context_length_exceeded")
         bos = self.tokenizer.bos_token
         n = len(self.tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"])
+        if n == 0:  # an empty prompt and a tokenizer without BOS: nothing to continue
+            raise ApiError(400, "the prompt is empty once tokenised", param)
         if n > room:
             raise ApiError(400, f"prompt of {n} tokens and max_tokens {max_tokens or 1} exceed the model's "
                            f"{positions} positions", param, "context_length_exceeded")
@@ -132,7 +135,8 @@ class Server:
                     prompts = [render_prompt(messages, self.chat_prompt, self.tokenizer)]
                 except Exception as e:  # a chat template may refuse a conversation (jinja's raise_exception)
                     raise ApiError(400, f"the chat template refused these messages: {e}", "messages") from None
-                max_tokens, default, param = req.max_completion_tokens or req.max_tokens, self.cfg.max_tokens_default, "messages"
+                max_tokens, default, param = (req.max_completion_tokens or req.max_tokens,
+                                              self.cfg.max_tokens_default, "messages")
             else:
                 prompts, max_tokens, default, param = req.prompt, req.max_tokens, 16, "prompt"
             budgets = [self.fit(p, max_tokens, default, param) for p in prompts]
@@ -186,11 +190,14 @@ class Guard:
         from starlette.responses import JSONResponse
 
         headers = dict(scope["headers"])  # lower-case names
-        if self.key and scope["path"].rstrip("/") != "/health" and not hmac.compare_digest(headers.get(b"authorization", b""), self.key):
-            return await JSONResponse(error_body("missing or wrong API key", code="invalid_api_key"), 401)(scope, receive, send)
+        public = scope["path"].rstrip("/") == "/health"
+        if self.key and not public and not hmac.compare_digest(headers.get(b"authorization", b""), self.key):
+            answer = JSONResponse(error_body("missing or wrong API key", code="invalid_api_key"), 401)
+            return await answer(scope, receive, send)
         too_large = f"request body over {self.max_body_bytes} bytes"
         if int(headers.get(b"content-length", 0)) > self.max_body_bytes:  # uvicorn has checked it is a number
-            return await JSONResponse(error_body(too_large, code="body_too_large"), 413)(scope, receive, send)  # uvicorn discards the rest
+            answer = JSONResponse(error_body(too_large, code="body_too_large"), 413)  # uvicorn discards the body
+            return await answer(scope, receive, send)
         seen = 0
 
         async def counted():
