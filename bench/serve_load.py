@@ -50,7 +50,7 @@ def one_round(port: int, clients: int, new_tokens: int) -> tuple[float, list[flo
         return clients / (time.perf_counter() - t0), latencies
 
 
-def run(clients: int = 256, new_tokens: int = 16, rounds: int = 3) -> str:
+def run(clients: int = 256, new_tokens: int = 8, rounds: int = 2) -> str:
     with tempfile.TemporaryDirectory() as d:
         run_tiny_model(TinyModelConfig(d))
         setups = {"batch 32 (default)": ["--batch-size", "32"], "batch 1 (no batching)": ["--batch-size", "1"]}
