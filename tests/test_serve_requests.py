@@ -120,8 +120,8 @@ def test_a_prompt_longer_than_the_context_gets_400(server):
     assert status == 200 and body["usage"]["total_tokens"] <= POSITIONS and body["usage"]["completion_tokens"] < 8, body
 
 
-def test_tiny_temperatures_and_extreme_seeds_are_answered(server):
-    for extra in ({"temperature": 1e-40}, {"seed": 2**64 - 1}, {"seed": -(2**63)}, {"top_p": 1e-300}):
+def test_nulls_tiny_temperatures_and_extreme_seeds_are_answered(server):
+    for extra in ({"temperature": None, "n": None, "stop": None, "seed": None}, {"temperature": 1e-40}, {"seed": 2**64 - 1}, {"seed": -(2**63)}, {"top_p": 1e-300}):
         status, body, _ = request(server, "/v1/completions", json.dumps({"prompt": "q", "max_tokens": 3, **extra}).encode())
         assert status == 200 and body["usage"]["completion_tokens"] == 3, (extra, body)
 

@@ -32,10 +32,16 @@ class Sampling(BaseModel):
     n: int = Field(1, ge=1, le=MAX_N)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)  # None: the endpoint's default
     stop: Annotated[list[StopString], BeforeValidator(_listed), Field(max_length=MAX_STOPS)] = []
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     stream: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: object) -> object:
+        """`"temperature": null` means the default, as in the OpenAI API (whose fields are nullable)."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
     @field_validator("stream")
     @classmethod
