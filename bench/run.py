@@ -13,9 +13,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import generation  # noqa: E402
 import rl  # noqa: E402
+import serve_load  # noqa: E402
 import sft  # noqa: E402
 
-SECTIONS = [generation.run, sft.run, rl.run]
+SECTIONS = [generation.run, sft.run, rl.run, serve_load.run]
 
 
 def machine() -> str:

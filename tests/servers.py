@@ -16,9 +16,11 @@ def free_port() -> int:
 def start_server(args: list[str]) -> tuple[str, subprocess.Popen]:
     """(base URL, process) of `s2r serve ARGS --port FREE`, once /health answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "s2r.cli", "serve", *args, "--port", str(port)], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "s2r.cli", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # uvicorn logs each request
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + 120  # importing torch and transformers is slow on a busy machine
+    while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/health", timeout=1)
             return url, proc

@@ -83,6 +83,15 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert next_tokens(logits, 0.0, 1.0).unique().tolist() == [0]
 
 
+def test_a_temperature_or_top_p_too_small_for_float32_decodes_greedily():
+    from s2r.models.decode import next_tokens
+
+    logits = torch.tensor([[1.0, 2.0, 0.5]])  # 2 / 1e-40 is inf in float32: softmax would give NaN
+    assert next_tokens(logits, 1e-40, 1.0).tolist() == [1]
+    assert next_tokens(logits, 5e-324, 0.5).tolist() == [1]
+    assert next_tokens(logits, 1.0, 1e-300).tolist() == [1]  # 1e-300 is 0 in float32: no token would stay
+
+
 def test_logprobs_match_a_forward_pass(backend):
     prompt = "Question: 2+2\nAnswer:\n"
     (c,) = backend.complete([prompt], SamplingParams(max_tokens=12, logprobs=True))

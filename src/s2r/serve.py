@@ -1,28 +1,32 @@
-"""`s2r serve MODEL_DIR`: an OpenAI-compatible server over the transformers backend.
+"""`s2r serve MODEL_DIR`: an OpenAI-compatible server over the transformers backend (FastAPI + uvicorn).
 
-Endpoints: GET /v1/models, GET /health, POST /v1/completions, POST /v1/chat/completions with
-`n`, `temperature` (default 1, as in the OpenAI API), `top_p`, `max_tokens`, `stop`, `seed`.
-No streaming. Requests that arrive together are batched into one backend call (requests with the
-same sampling settings share a batch). Binds 127.0.0.1 unless told otherwise; with `--api-key` every
-request needs `Authorization: Bearer KEY`.
+Endpoints: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions with `n`,
+`temperature` (default 1, as in the OpenAI API), `top_p`, `max_tokens`, `stop`, `seed`. No streaming.
+Every request body is checked against a pydantic model (serve_schema.py) before any work: a bad field
+gets 400 with an OpenAI-style error body, a body over --max-body-bytes 413, a prompt that does not fit
+the model's positions 400, a wrong method 405. Requests that arrive together are batched into one
+backend call on one generation thread (requests with the same sampling settings share a batch); the
+event loop only awaits their futures. Binds 127.0.0.1 unless told otherwise; with `--api-key` every
+request but /health needs `Authorization: Bearer KEY`. User documentation: docs/serve.md.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import copy
+import hmac
 import queue
-import sys
 import threading
 import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from s2r.config import arg
 from s2r.models.backend import Completion, SamplingParams
 from s2r.prompts import PromptConfig, render_prompt
+from s2r.serve_schema import ChatRequest, CompletionRequest, error_body, validation_error_body
 
 
 @dataclass
@@ -30,36 +34,40 @@ class ServeConfig:
     model: str = arg(help="model folder (save_pretrained layout)", positional=True)
     host: str = arg("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = arg(8000, help="port (0 = any free port)")
-    api_key: str | None = arg(None, help="require 'Authorization: Bearer KEY' on every request")
+    api_key: str | None = arg(None, help="require 'Authorization: Bearer KEY' on every request but /health")
     served_name: str | None = arg(None, help="model name clients use (default: the folder name)")
     batch_size: int = arg(32, help="largest batch of one backend call")
     batch_wait_ms: float = arg(5.0, help="how long to wait for more requests to batch together")
-    max_tokens_default: int = arg(512, help="max_tokens of a chat request that gives none")
+    max_tokens_default: int = arg(512, help="max_tokens of a chat request that gives none "
+                                  "(cut to the room the prompt leaves)")
+    max_body_bytes: int = arg(1 << 20, help="largest request body in bytes; a larger one gets 413 unread")
     device: str = arg("auto", help="auto, cpu, cuda, cuda:1, ...")
     dtype: str = arg("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
+class ApiError(Exception):
+    """An answer other than 200: the status and the fields of the OpenAI error body."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.param, self.code = status, param, code
 
 
 class Batcher:
-    """Collects (prompt, params) jobs from request threads and runs them in batches on one thread."""
+    """Collects (prompt, params) jobs from requests and runs them in batches on one thread."""
 
     def __init__(self, backend, batch_size: int, wait_s: float):
         self.backend, self.batch_size, self.wait_s = backend, batch_size, wait_s
         self.jobs: queue.Queue[tuple[str, SamplingParams, Future]] = queue.Queue()
         threading.Thread(target=self._loop, daemon=True).start()
 
-    def submit(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+    def submit(self, jobs: list[tuple[str, SamplingParams]]) -> list[Future]:
         futures = []
-        for p in prompts:
+        for prompt, params in jobs:
             f: Future = Future()
-            self.jobs.put((p, params, f))
+            self.jobs.put((prompt, params, f))
             futures.append(f)
-        return [f.result() for f in futures]
+        return futures
 
     def _loop(self) -> None:
         while True:
@@ -82,54 +90,67 @@ class Batcher:
                     f.set_result(r)
 
 
-def _sampling(body: dict, default_max: int) -> SamplingParams:
-    stop = body.get("stop") or ()
-    stop = (stop,) if isinstance(stop, str) else tuple(stop)
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", default_max))
-    try:
-        params = SamplingParams(max_tokens=int(max_tokens), temperature=float(body.get("temperature", 1.0)),
-                                top_p=float(body.get("top_p", 1.0)), stop=stop,
-                                seed=None if body.get("seed") is None else int(body["seed"]))
-    except (TypeError, ValueError) as e:
-        raise BadRequest(400, f"bad sampling parameter: {e}") from None
-    if params.max_tokens < 1 or params.temperature < 0 or not 0 < params.top_p <= 1:
-        raise BadRequest(400, "need max_tokens ≥ 1, temperature ≥ 0, 0 < top_p ≤ 1")
-    return params
+class Server:
+    """What the routes do: fit prompts to the model, queue them on the batcher, build the answers."""
 
-
-class App:
     def __init__(self, cfg: ServeConfig, backend):
         self.cfg, self.backend = cfg, backend
         self.name = cfg.served_name or Path(cfg.model).resolve().name
         self.batcher = Batcher(backend, cfg.batch_size, cfg.batch_wait_ms / 1000)
         self.chat_prompt = PromptConfig(system="", template="auto")
+        # a copy for request threads (a fast tokenizer must not be used by two threads at once; the
+        # batcher thread owns the backend's), used under a lock
+        self.tokenizer, self.lock = copy.deepcopy(backend.tokenizer), threading.Lock()
+        self.max_positions: int | None = backend.max_positions
+        self.chars_per_token = max(map(len, self.tokenizer.get_vocab()))  # no token covers more characters
 
-    def completions(self, body: dict, chat: bool) -> dict:
-        if body.get("stream"):
-            raise BadRequest(400, "streaming is not supported")
-        n = int(body.get("n", 1))
-        if not 1 <= n <= 64:
-            raise BadRequest(400, "n must be between 1 and 64")
-        if chat:
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages:
-                raise BadRequest(400, "'messages' must be a non-empty list")
-            try:
-                prompts = [render_prompt(messages, self.chat_prompt, self.backend.tokenizer)]
-            except (KeyError, TypeError) as e:
-                raise BadRequest(400, f"bad message: {e}") from None
-            params = _sampling(body, self.cfg.max_tokens_default)
-        else:
-            prompt = body.get("prompt")
-            prompts = [prompt] if isinstance(prompt, str) else prompt
-            if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-                raise BadRequest(400, "'prompt' must be a string or a list of strings")
-            params = _sampling(body, 16)  # the OpenAI default for /v1/completions
-        jobs = [p for p in prompts for _ in range(n)]
-        results = self.batcher.submit(jobs, params)
+    def fit(self, prompt: str, max_tokens: int | None, default: int, param: str) -> int:
+        """The prompt's budget of new tokens (max_tokens, or the default cut to the room left), once the
+        prompt + max_tokens are known to fit the model's positions; ApiError(400) if they do not."""
+        positions = self.max_positions
+        if positions is None:
+            return max_tokens or default
+        if max_tokens is not None and max_tokens >= positions:
+            raise ApiError(400, f"max_tokens must be less than the model's {positions} positions", "max_tokens")
+        room = positions - (max_tokens or 1)  # prompt tokens that fit
+        if len(prompt) > room * self.chars_per_token:  # more tokens than room, without tokenising
+            raise ApiError(400, f"prompt of {len(prompt)} characters is longer than {room} tokens can be "
+                           f"(max_tokens {max_tokens or 1} of {positions} positions)", param, "context_length_exceeded")
+        bos = self.tokenizer.bos_token
+        n = len(self.tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"])
+        if n == 0:  # an empty prompt and a tokenizer without BOS: nothing to continue
+            raise ApiError(400, "the prompt is empty once tokenised", param)
+        if n > room:
+            raise ApiError(400, f"prompt of {n} tokens and max_tokens {max_tokens or 1} exceed the model's "
+                           f"{positions} positions", param, "context_length_exceeded")
+        return max_tokens or min(default, positions - n)
+
+    def prepare(self, req: CompletionRequest | ChatRequest) -> list[tuple[str, SamplingParams]]:
+        """The (prompt, params) jobs of a validated request: n per prompt. Runs on a worker thread."""
+        params = SamplingParams(temperature=req.temperature, top_p=req.top_p, stop=tuple(req.stop), seed=req.seed)
+        with self.lock:
+            if isinstance(req, ChatRequest):
+                messages = [m.model_dump() for m in req.messages]
+                try:
+                    prompts = [render_prompt(messages, self.chat_prompt, self.tokenizer)]
+                except Exception as e:  # a chat template may refuse a conversation (jinja's raise_exception)
+                    raise ApiError(400, f"the chat template refused these messages: {e}", "messages") from None
+                max_tokens, default, param = (req.max_completion_tokens or req.max_tokens,
+                                              self.cfg.max_tokens_default, "messages")
+            else:
+                prompts, max_tokens, default, param = req.prompt, req.max_tokens, 16, "prompt"
+            budgets = [self.fit(p, max_tokens, default, param) for p in prompts]
+        return [(p, replace(params, max_tokens=b)) for p, b in zip(prompts, budgets) for _ in range(req.n)]
+
+    async def complete(self, req: CompletionRequest | ChatRequest) -> dict:
+        from starlette.concurrency import run_in_threadpool
+
+        chat = isinstance(req, ChatRequest)
+        jobs = await run_in_threadpool(self.prepare, req)
+        results: list[Completion] = await asyncio.gather(*map(asyncio.wrap_future, self.batcher.submit(jobs)))
         errors = [r.error for r in results if r.finish_reason == "error"]
         if errors:
-            raise BadRequest(500, errors[0])
+            raise ApiError(500, f"generation failed: {errors[0]}")
         choices = []
         for i, r in enumerate(results):
             choice = {"index": i, "finish_reason": r.finish_reason, "logprobs": None}
@@ -138,7 +159,7 @@ class App:
             else:
                 choice["text"] = r.text
             choices.append(choice)
-        prompt_tokens = sum(r.prompt_tokens for r in results[::n])
+        prompt_tokens = sum(r.prompt_tokens for r in results[:: req.n])
         completion_tokens = sum(r.num_tokens for r in results)
         return {
             "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex,
@@ -154,73 +175,97 @@ class App:
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0, "owned_by": "s2r"}]}
 
 
-def make_handler(app: App):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class Guard:
+    """ASGI middleware run before any route: the API key (401) and the body limit (413, from
+    Content-Length at once, else by counting the bytes as they arrive)."""
 
-        def log_message(self, fmt, *args):  # one short line per request on stderr
-            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+    def __init__(self, app, api_key: str | None, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+        self.key = f"Bearer {api_key}".encode() if api_key else None
 
-        def _send(self, status: int, obj: dict) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
 
-        def _error(self, status: int, message: str) -> None:
-            self._send(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}})
+        headers = dict(scope["headers"])  # lower-case names
+        public = scope["path"].rstrip("/") == "/health"
+        if self.key and not public and not hmac.compare_digest(headers.get(b"authorization", b""), self.key):
+            answer = JSONResponse(error_body("missing or wrong API key", code="invalid_api_key"), 401)
+            return await answer(scope, receive, send)
+        too_large = f"request body over {self.max_body_bytes} bytes"
+        if int(headers.get(b"content-length", 0)) > self.max_body_bytes:  # uvicorn has checked it is a number
+            answer = JSONResponse(error_body(too_large, code="body_too_large"), 413)  # uvicorn discards the body
+            return await answer(scope, receive, send)
+        seen = 0
 
-        def _authorized(self) -> bool:
-            if app.cfg.api_key and self.headers.get("Authorization") != f"Bearer {app.cfg.api_key}":
-                self._error(401, "missing or wrong API key")
-                return False
-            return True
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body_bytes:  # a chunked body without Content-Length
+                raise HTTPException(413, too_large)
+            return message
 
-        def do_GET(self):  # noqa: N802
-            if self.path.rstrip("/") == "/health":
-                return self._send(200, {"status": "ok"})
-            if not self._authorized():
-                return
-            if self.path.rstrip("/") == "/v1/models":
-                return self._send(200, app.models())
-            self._error(404, f"no route {self.path}")
-
-        def do_POST(self):  # noqa: N802
-            if not self._authorized():
-                return
-            routes = {"/v1/completions": False, "/v1/chat/completions": True}
-            path = self.path.rstrip("/")
-            if path not in routes:
-                return self._error(404, f"no route {self.path}")
-            try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                if not isinstance(body, dict):
-                    raise BadRequest(400, "the body must be a JSON object")
-                self._send(200, app.completions(body, chat=routes[path]))
-            except json.JSONDecodeError as e:
-                self._error(400, f"malformed JSON: {e}")
-            except BadRequest as e:
-                self._error(e.status, str(e))
-
-    return Handler
+        await self.app(scope, counted, send)
 
 
-def make_server(cfg: ServeConfig) -> ThreadingHTTPServer:
-    from s2r.models.hf import TransformersBackend
+def make_app(cfg: ServeConfig, backend):
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+    from starlette.responses import JSONResponse
 
-    backend = TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
-    server = ThreadingHTTPServer((cfg.host, cfg.port), make_handler(App(cfg, backend)))
-    server.daemon_threads = True
-    return server
+    server = Server(cfg, backend)
+    app = FastAPI(title="s2r serve", openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(Guard, api_key=cfg.api_key, max_body_bytes=cfg.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):  # 400 as the OpenAI API, not FastAPI's 422
+        return JSONResponse(validation_error_body(list(exc.errors())), 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):  # 404, 405 (with Allow), 413
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        return JSONResponse(error_body(message, code=str(exc.status_code)), exc.status_code, exc.headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc: ApiError):
+        return JSONResponse(error_body(str(exc), exc.param, exc.code, exc.status), exc.status)
+
+    @app.exception_handler(Exception)
+    async def crash(request, exc: Exception):  # a bug: still a JSON answer (uvicorn logs the traceback)
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", status=500), 500)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return server.models()
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest) -> dict:
+        return await server.complete(req)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest) -> dict:
+        return await server.complete(req)
+
+    return app
 
 
 def run_serve(cfg: ServeConfig) -> None:
-    server = make_server(cfg)
-    host, port = server.server_address[:2]
+    import uvicorn
+
+    from s2r.models.hf import TransformersBackend
+
+    backend = TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
+    config = uvicorn.Config(make_app(cfg, backend), host=cfg.host, port=cfg.port, lifespan="off",
+                            timeout_graceful_shutdown=5)  # listen backlog: uvicorn's 2048
+    sock = config.bind_socket()
+    host, port = sock.getsockname()[:2]
     print(f"serving {cfg.model} at http://{host}:{port}/v1", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    uvicorn.Server(config).run(sockets=[sock])

@@ -58,15 +58,19 @@ def roomy_cache(config) -> DynamicCache:
     return cache
 
 
+GREEDY_BELOW = 1e-5  # temperatures under this decode greedily (as vLLM): logits / T would overflow to inf
+
+
 def next_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """[B, V] logits -> [B] token ids: argmax at temperature 0, else a sample from softmax(logits / T)
     restricted to the smallest set of tokens whose probability reaches top_p."""
-    if temperature <= 0:
+    if temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # [B, V]
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)  # [B, V]
         outside = sorted_p.cumsum(-1) - sorted_p >= top_p  # the mass before this token already reaches top_p
+        outside[:, 0] = False  # the likeliest token always stays (a tiny top_p rounds to 0 in float32)
         sorted_p = sorted_p.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     return torch.multinomial(probs, 1)[:, 0]
