@@ -102,18 +102,31 @@ def test_sft_fsdp_matches_one_process_with_half_the_bytes(sft_data):
         assert fsdp[k] <= 0.6 * ddp[k]
 
 
+def _children(pid: int) -> list[int]:
+    """Ids of the processes whose parent is pid (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    return out
+
+
 def test_a_killed_fsdp_run_resumes_exactly(sft_data):
     root, data = sft_data
     whole = {**SFT, "epochs": 4, "out": str(root / "whole"), "strategy": "fsdp"}  # 12 steps
     _run("sft", data, whole)
     cut = {**whole, "out": str(root / "cut")}
     launcher = subprocess.Popen(_cmd("sft", data, cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     latest = root / "cut" / "ckpt" / "latest"
     deadline = time.monotonic() + 300
     while not (latest.exists() and int(latest.read_text()) >= 1) and launcher.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and its workers, as a lost node
+    for pid in [launcher.pid, *_children(launcher.pid)]:  # the workers run in sessions of their own
+        os.kill(pid, signal.SIGKILL)
     launcher.wait()
     assert 2 <= len(_log(root / "cut")) < 12 and not (root / "cut" / "sft.json").exists()
     done = _run("sft", data, cut)
