@@ -89,6 +89,8 @@ def test_sft_fsdp_matches_one_process_with_half_the_bytes(sft_data):
 
     root, data = sft_data
     one = run_sft(SFTConfig(data, out=str(root / "one"), **SFT, **COMMON))
+    checkpointed = run_sft(SFTConfig(data, out=str(root / "checkpointed"), gradient_checkpointing=True, **SFT, **COMMON))
+    _same_logs(_log(checkpointed.parent), _log(root / "one"), SFT_KEYS)
     _run("sft", data, {**SFT, "out": str(root / "fsdp"), "strategy": "fsdp"})
     _run("sft", data, {**SFT, "out": str(root / "ddp"), "strategy": "ddp"})
     _same_logs(_log(root / "fsdp"), _log(root / "one"), SFT_KEYS)
@@ -228,3 +230,27 @@ def test_offline_fsdp_matches_one_process(tmp_path):
     _same_logs(_log(tmp_path / "fsdp"), _log(tmp_path / "one"), ("train/loss", "train/kl", "grad_norm"))
     assert _log(tmp_path / "one")[-1]["train/kl"] > 0
     assert _greedy(tmp_path / "fsdp" / "model") == _greedy(one)
+
+
+def test_bf16_policy_keeps_fp32_masters_and_a_bf16_reference():
+    """--bf16 on under fsdp: the shards (AdamW's master weights) stay fp32, the reference is bf16,
+    the forward computes in bf16 and returns fp32 logits."""
+    from torch.distributed.tensor import DTensor
+
+    from s2r.train.common import Distributed, load_models
+    from s2r.train.sft import SFTConfig
+
+    cfg = SFTConfig("unused", model=BASE, strategy="fsdp", bf16="on", kl_coef=0.1, **COMMON)
+    dist_ = Distributed("cpu", group=True)
+    try:
+        model, ref, _ = load_models(cfg, dist_)
+        assert all(isinstance(p, DTensor) and p.dtype == torch.float32 for p in model.parameters())
+        assert all(p.dtype == torch.bfloat16 for p in ref.parameters())
+        ids = torch.tensor([[1, 5, 9, 12, 7]])
+        logits = model(input_ids=ids).logits
+        full, _, _ = load_models(SFTConfig("unused", model=BASE, kl_coef=0.0, **COMMON), dist_)
+        exact = full(input_ids=ids).logits
+    finally:
+        dist_.close()
+    assert logits.dtype == torch.float32
+    assert not torch.equal(logits, exact) and torch.allclose(logits, exact, rtol=0.05, atol=0.1)  # bf16 compute: close, not equal

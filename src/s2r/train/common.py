@@ -160,6 +160,7 @@ def load_models(cfg, dist_: Distributed):
     model = load_policy(cfg, device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # training forwards keep no cache (generation asks for one)
     ref = None
     if not cfg.lora_rank and cfg.kl_coef > 0:
         ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32,
