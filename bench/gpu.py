@@ -70,7 +70,7 @@ def main() -> int:
     from s2r.train.sft import SFTConfig, run_sft
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    work = Path(a.work or tempfile.mkdtemp(prefix="s2r-gpu-"))
+    work = Path(a.work or (tempfile.mkdtemp(prefix="s2r-gpu-") if rank == 0 else "."))
     if world > 1:  # one folder for all processes: process 0 names it
         dist.init_process_group("nccl", device_id=torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"))
         shared = [str(work)]
@@ -95,8 +95,6 @@ def main() -> int:
     rl_seconds = time.monotonic() - t0
     peaks = [sft_peak, torch.cuda.max_memory_allocated() / 2**30]
     if world > 1:
-        if not dist.is_initialized():  # the training commands close theirs when they end
-            dist.init_process_group("nccl")
         gathered = [None] * world
         dist.all_gather_object(gathered, peaks)
     else:

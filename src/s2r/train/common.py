@@ -74,9 +74,10 @@ class Distributed:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         backend = "nccl" if self.device.type == "cuda" else "gloo"
-        if self.world > 1 and not dist.is_initialized():
+        self.owns_group = not dist.is_initialized() and (self.world > 1 or group)  # closed by close()
+        if self.owns_group and self.world > 1:
             dist.init_process_group(backend)
-        elif group and not dist.is_initialized():  # one process, not launched: a group of one
+        elif self.owns_group:  # one process, not launched: a group of one
             self._store_dir = tempfile.TemporaryDirectory()
             dist.init_process_group(backend, store=dist.FileStore(f"{self._store_dir.name}/store", 1), rank=0, world_size=1)
 
@@ -123,17 +124,17 @@ class Distributed:
     def close(self) -> None:
         import torch.distributed as dist
 
-        if dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
 
-def load_policy(cfg, device, dtype=None):
-    """The trainable model (LoRA adapters added when lora_rank > 0), unsharded, on device."""
+def load_policy(cfg, device):
+    """The trainable model in fp32 (LoRA adapters added when lora_rank > 0), unsharded, on device."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype or torch.float32, attn_implementation=cfg.attn_implementation,
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, attn_implementation=cfg.attn_implementation,
                                                  trust_remote_code=cfg.trust_remote_code).to(device)
     if cfg.lora_rank:
         from peft import LoraConfig, get_peft_model

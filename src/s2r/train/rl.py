@@ -21,8 +21,8 @@ One iteration:
      forward instead of a scoring pass of the policy.
 
 Prompt groups with a grader failure (timeout, crash) are left out of the update and counted, never
-scored. Checkpoints (`ckpt.pt`: trainable weights, optimiser, baseline statistics, iteration) give an
-exact resume: rollouts are sampled with a seed per iteration and process.
+scored. Checkpoints (`ckpt.pt`, or sharded `ckpt/` under `--strategy fsdp`: trainable weights,
+optimiser, baseline statistics, iteration) give an exact resume: rollouts are sampled with a seed per iteration and process.
 """
 
 from __future__ import annotations
