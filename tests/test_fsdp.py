@@ -104,6 +104,22 @@ def test_sft_fsdp_matches_one_process_with_half_the_bytes(sft_data):
         assert fsdp[k] <= 0.6 * ddp[k]
 
 
+def test_accelerate_launch_shards_the_same_way(sft_data):
+    """`accelerate launch` starts the processes (its own environment); s2r shards as under torchrun."""
+    from s2r.train.sft import SFTConfig, run_sft
+
+    root, data = sft_data
+    run_sft(SFTConfig(data, out=str(root / "acc-one"), **{**SFT, "epochs": 1}, **COMMON))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "s2r.cli", "sft", data,
+           *_flags({**COMMON, **SFT, "epochs": 1, "out": str(root / "acc"), "strategy": "fsdp"})]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same_logs(_log(root / "acc"), _log(root / "acc-one"), SFT_KEYS)
+    two, one = (json.loads((root / s / "sft.json").read_text())["memory"] for s in ("acc", "acc-one"))
+    assert two["param_bytes"] <= 0.6 * one["param_bytes"]  # two processes, each with half
+
+
 def _children(pid: int) -> list[int]:
     """Ids of the processes whose parent is pid (Linux /proc)."""
     out = []
