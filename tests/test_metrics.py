@@ -69,6 +69,10 @@ def test_hand_computed_metrics_through_the_cli(tmp_path):
         "eval/cl": 1 / 2,
         "eval/cs": 1 / 3,
         "eval/rss": 0.5,  # (0.4 − 0.16) / (2 · 0.4 · 0.6)
+        # certainty = the last verdict: p1–p4 say "correct" (1), p5 unparsable (0); p1, p2 are right
+        "select/coverage": 4 / 5,
+        "select/acc_answered": 2 / 4,
+        "select/ap": 1 / 2,  # one threshold above 0: P = 2/4 at R = 1
     }
     assert m.keys() == expected.keys()
     for name, value in expected.items():

@@ -1,33 +1,74 @@
-"""The GPU recipes (src/s2r/recipes/gpu) load as the configs of their commands."""
+"""Recipes are files: each loads into its command's typed config, and `--config recipe.yaml` on the
+command line gives exactly the config the demo runs."""
 
-from importlib.resources import files
+import dataclasses
 
 import pytest
-import yaml
 
-from s2r.config import from_dict
+from s2r import recipes
+from s2r.cli import build_parser
+from s2r.config import ConfigError, from_args
 from s2r.train.offline import OfflineConfig
 from s2r.train.rl import RLConfig
 from s2r.train.sft import SFTConfig
 
-RECIPES = sorted(p.name for p in files("s2r").joinpath("recipes", "gpu").iterdir() if p.name.endswith(".yaml"))
+ARITH = {"arith/sft": SFTConfig, "arith/orl": RLConfig, "arith/prl": RLConfig, "arith/offline": OfflineConfig}
+REQUIRED = {SFTConfig: dict(data="d.jsonl", model="m"), RLConfig: dict(model="m"), OfflineConfig: dict(model="m")}
 
 
-def test_every_command_has_a_recipe():
-    assert {r.rsplit("-", 1)[1] for r in RECIPES} == {"sft.yaml", "orl.yaml", "prl.yaml", "offline.yaml"}
+@pytest.mark.parametrize("name", ARITH)
+def test_every_recipe_loads_into_its_config(name):
+    cls = ARITH[name]
+    cfg = recipes.load(cls, name, **REQUIRED[cls])
+    for key, value in recipes.values(name).items():
+        assert getattr(cfg, key) == value, key
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_recipe_loads(name):
-    values = yaml.safe_load(files("s2r").joinpath("recipes", "gpu", name).read_text())
-    kind = name.rsplit("-", 1)[1].removesuffix(".yaml")
+@pytest.mark.parametrize("name, command, positional", [
+    ("arith/prl", "rl", ["runs/bi/model"]), ("arith/orl", "rl", ["runs/bi/model"]),
+    ("arith/offline", "offline", ["runs/bi/model"]), ("arith/sft", "sft", ["bi.jsonl", "--model", "base"]),
+])
+def test_the_command_line_with_a_recipe_gives_the_recipe(name, command, positional):
+    ns = build_parser().parse_args([command, *positional, "--config", str(recipes.path(name)), "--out", "o"])
+    cls = ARITH[name]
+    from_cli = from_args(cls, ns)
+    direct = recipes.load(cls, name, out="o", **({"data": "bi.jsonl", "model": "base"} if cls is SFTConfig
+                                                 else {"model": "runs/bi/model"}))
+    assert dataclasses.asdict(from_cli) == dataclasses.asdict(direct)
+
+
+def test_a_recipe_with_an_unknown_key_or_name_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "bad.yaml").write_text("lr: 1e-3\nlearning_rate: 2\n")
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    with pytest.raises(ConfigError, match="unknown setting.*learning_rate"):
+        recipes.load(RLConfig, "bad", model="m")
+    with pytest.raises(ConfigError, match="no recipe 'nope'"):
+        recipes.path("nope")
+
+
+def test_exponent_notation_without_a_dot_is_a_number(tmp_path, monkeypatch):
+    (tmp_path / "r.yaml").write_text("lr: 1e-3\nkl_coef: 5E-2\nsystem: '1e-3'\n")
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    cfg = recipes.load(RLConfig, "r", model="m")
+    assert (cfg.lr, cfg.kl_coef, cfg.system) == (1e-3, 5e-2, "1e-3")
+
+
+GPU = sorted(str(p.relative_to(recipes.ROOT).with_suffix("")) for p in (recipes.ROOT / "gpu").glob("*.yaml"))
+
+
+def test_every_training_command_has_a_gpu_recipe():
+    assert {name.rsplit("-", 1)[1] for name in GPU} == {"sft", "orl", "prl", "offline"}
+
+
+@pytest.mark.parametrize("name", GPU)
+def test_gpu_recipes_have_the_paper_settings(name):
+    kind = name.rsplit("-", 1)[1]
+    cls = {"sft": SFTConfig, "orl": RLConfig, "prl": RLConfig, "offline": OfflineConfig}[kind]
+    cfg = recipes.load(cls, name, **{k: v for k, v in REQUIRED[cls].items() if k not in recipes.values(name)})
     if kind == "sft":
-        cfg = from_dict(SFTConfig, {"data": "bi.jsonl", **values}, name)
         assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.kl_coef) == (5e-6, 32, 3, 0.01)
-    elif kind == "offline":
-        from_dict(OfflineConfig, {**values, "model": "m"}, name)
-    else:
-        cfg = from_dict(RLConfig, {**values, "model": "m"}, name)
+    elif kind in ("orl", "prl"):
         cfg.check()
         assert (cfg.lr, cfg.prompts, cfg.samples, cfg.updates) == (5e-7, 64, 4, 4)
         assert cfg.level == {"orl": "outcome", "prl": "process"}[kind]
+    assert cfg.gradient_checkpointing and cfg.strategy == ("ddp" if "1.5b" in name else "fsdp")

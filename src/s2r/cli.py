@@ -22,6 +22,7 @@ from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig
 from s2r.serve import ServeConfig
 from s2r.train.base import BaseConfig
+from s2r.train.dpo import DPOConfig
 from s2r.train.offline import OfflineConfig
 from s2r.train.rl import RLConfig
 from s2r.train.sft import SFTConfig
@@ -96,6 +97,7 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "hard": (HardConfig, _lazy("s2r.data.hard", "run_hard"), "the problems a model gets wrong or needs many attempts for, from its trajectories (RL data)"),
     "sft": (SFTConfig, _lazy("s2r.train.sft", "run_sft"), "fine-tune on SFT records (masked NLL + KL to the start model)"),
     "rl": (RLConfig, _lazy("s2r.train.rl", "run_rl"), "online RL: outcome-level (ORL) or process-level (PRL) rewards"),
+    "dpo": (DPOConfig, _lazy("s2r.train.dpo", "run_dpo"), "preference optimisation (DPO) on pairs of the model's own right and wrong samples"),
     "offline": (OfflineConfig, _lazy("s2r.train.offline", "run_offline"), "offline RL on a fixed model's filtered rollouts"),
     "base": (BaseConfig, _lazy("s2r.train.base", "run_base"), "train the embedded task's tiny base model from scratch"),
     "demo": (DemoConfig, _lazy("s2r.demo", "run_demo"), "the whole method on the embedded task, on a CPU"),

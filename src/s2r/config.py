@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -27,6 +28,22 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     pass
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; settings files mean the number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """A settings file's content (numbers in exponent notation read as floats)."""
+    return yaml.load(Path(path).read_text(), Loader=_Loader)
 
 
 def arg(default: Any = dataclasses.MISSING, *, help: str, positional: bool = False, nargs: str | None = None):
@@ -123,7 +140,7 @@ def from_args(cls: type[T], ns: argparse.Namespace) -> T:
     values: dict[str, Any] = {}
     config_file = getattr(ns, "_config", None)
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        loaded = load_yaml(config_file) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_file}: expected a mapping of settings")
         values.update(loaded)

@@ -8,7 +8,7 @@ reused.
 Rows:
 - `base`: one greedy attempt; `base-majority4`: majority of 4 samples at T=0.7; `base-intrinsic`: a
   prompted review turn.
-- `bi`: behaviour initialisation (METHOD.md §2): the base model samples 5 attempts per training
+- `bi`: behaviour initialisation (docs/method.md §2): the base model samples 5 attempts per training
   problem, the task's confirmative verifier checks each distinct answer, `build` assembles
   self-verify / self-correct trajectories and `sft` fine-tunes the base model on them; evaluated with
   the `s2r` strategy. `plain-sft`: the same problems' correct attempts only, same steps (the paper's
@@ -16,6 +16,8 @@ Rows:
 - `orl`, `prl`: online RL from the bi model (`s2r rl`) on the training problems (with --rl-hard, ORL
   on those the bi model finds hard: `s2r hard` on its greedy trajectories of problems BI did not
   use); `offline`: offline RL on the bi model's filtered rollouts (`s2r offline`); in `DIR/rl/`.
+  Their settings are the recipes in s2r/recipes/arith/ (sft, orl, prl, offline); the demo sets the
+  model, output folder, seed and (under --quick) the sizes.
   `prl-majorityK`: the prl model votes over K sampled answers, K chosen so that its tokens per
   problem match prl's: prl's tokens per problem over the mean tokens of a sampled single answer,
   measured on 4 answers to each of the first 200 test problems (`rows/prl-single-sampled.jsonl`,
@@ -30,6 +32,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from s2r import recipes
 from s2r.config import arg, cache_root
 from s2r.evaluate import solve_resumable
 from s2r.jsonl import write_atomic, write_json_atomic, write_jsonl_atomic
@@ -65,35 +68,16 @@ class DemoConfig:
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
     base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 200)")
     votes: int = arg(4, help="base-majority: samples per vote")
-    bi_problems: int = arg(200, help="BI: training problems to sample from (with 500 the bi model solves 96% and RL "
-                                     "has no room left: README)")
+    bi_problems: int = arg(200, help="BI: training problems to sample from")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
-    sft_epochs: int = arg(4, help="BI and plain SFT: epochs")
-    sft_lr: float = arg(1e-3, help="BI and plain SFT: peak learning rate")
-    sft_kl: float = arg(0.01, help="BI and plain SFT: λ of the KL to the base model")
     rl_iterations: int = arg(12, help="ORL and PRL: iterations (--quick 2)")
-    rl_prompts: int = arg(32, help="ORL and PRL: prompts per iteration (× 4 samples; ORL trains only the groups with "
-                                   "mixed answers; --quick 16)")
+    rl_prompts: int = arg(32, help="ORL and PRL: prompts per iteration, × 4 samples (--quick 16)")
     rl_hard: bool = arg(False, help="ORL trains on the bi model's hard training problems (`s2r hard`: those its greedy s2r "
-                                    "trajectory ends wrong or needs ≥ 3 attempts for; pair with --rl-prompts 32); PRL "
-                                    "trains on all of them either way (on the hard ones it loses accuracy: README)")
+                                    "trajectory ends wrong or needs ≥ 3 attempts for); PRL trains on all of them")
     screen_problems: int = arg(1000, help="--rl-hard: training problems (after BI's) the bi model solves to find its "
                                           "hard ones (--quick 150)")
-    rl_lr: float = arg(5e-5, help="ORL and offline: learning rate")
-    prl_lr: float = arg(1e-4, help="PRL: learning rate (twice ORL's: one optimiser step per iteration under a 5× "
-                                   "stronger KL left it close to the bi model: README)")
-    orl_updates: int = arg(4, help="ORL: optimiser steps per iteration, each on a quarter of the rollouts (the paper's "
-                                   "4; PRL takes one: README)")
-    orl_kl: float = arg(0.01, help="ORL: β of the k1 KL to the bi model")
-    prl_kl: float = arg(0.05, help="PRL: β of the k1 KL to the bi model (METHOD.md's; at 0.01 PRL can wreck the "
-                                   "long divisions inside the checks: README)")
-    prl_mixed_only: bool = arg(False, help="PRL: train only the prompt groups whose final answers differ, as ORL does "
-                                           "(its per-action rewards differ within the others too: README)")
-    gamma: float = arg(1.0, help="PRL and offline: γ of the returns their advantages are taken of (1: a check is credited "
-                                 "with the re-solve it leads to; METHOD.md's 0 leaves the division the retry copies "
-                                 "unrewarded: README)")
     offline_problems: int = arg(64, help="offline: training problems (× 8 samples; --quick 16)")
-    max_tokens: int = arg(800, help="token budget of an s2r trajectory")
+    max_tokens: int = arg(800, help="evaluation: token budget of an s2r trajectory (RL's is in its recipe)")
     batch_size: int = arg(128, help="prompts per generate() call")
 
     def sized(self, name: str) -> int:
@@ -140,9 +124,8 @@ def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dic
             print(f"warning: the base model solved none of the {n} training problems in {cfg.bi_samples} samples: "
                   "no BI data, so the bi and plain-sft rows are left out (train the base model longer)", file=sys.stderr)
             return {}
-        models[name] = run_sft(SFTConfig(str(data), model=str(base_dir), out=str(stage / name), epochs=cfg.sft_epochs,
-                                         batch_size=32, micro_batch_size=8, lr=cfg.sft_lr, warmup_ratio=0.05,
-                                         min_lr_ratio=0.1, kl_coef=cfg.sft_kl, seed=cfg.seed, system="", template="plain"))
+        models[name] = run_sft(recipes.load(SFTConfig, "arith/sft", data=str(data), model=str(base_dir),
+                                            out=str(stage / name), seed=cfg.seed))
     return models
 
 
@@ -172,20 +155,16 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
     from s2r.train.rl import RLConfig, run_rl
 
     stage = out / "rl"
-    common = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
-                  seed=cfg.seed, system="", template="plain", micro_batch_size=16, generation_batch_size=cfg.batch_size)
-    online = dict(common, limit=5000, iterations=cfg.sized("rl_iterations"), prompts=cfg.sized("rl_prompts"), samples=4,
-                  updates=1, mixed_only=True, save_rollouts=True)
+    mine = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], seed=cfg.seed, generation_batch_size=cfg.batch_size)
+    online = dict(mine, iterations=cfg.sized("rl_iterations"), prompts=cfg.sized("rl_prompts"))
     models = {
-        "orl": run_rl(RLConfig(**dict(online, data=[str(hard)] if hard else common["data"], updates=cfg.orl_updates),
-                               level="outcome", kl_coef=cfg.orl_kl, out=str(stage / "orl"))),
-        "prl": run_rl(RLConfig(**dict(online, mixed_only=cfg.prl_mixed_only, lr=cfg.prl_lr), level="process",
-                               kl_coef=cfg.prl_kl, gamma=cfg.gamma, out=str(stage / "prl"))),
+        "orl": run_rl(recipes.load(RLConfig, "arith/orl", **dict(online, data=[str(hard)] if hard else mine["data"]),
+                                   out=str(stage / "orl"))),
+        "prl": run_rl(recipes.load(RLConfig, "arith/prl", **online, out=str(stage / "prl"))),
     }
-    n = cfg.sized("offline_problems")
     try:
-        models["offline"] = run_offline(OfflineConfig(**common, limit=n, out=str(stage / "offline"), batch_size=16,
-                                                      kl_coef=0.05, gamma=cfg.gamma))
+        models["offline"] = run_offline(recipes.load(OfflineConfig, "arith/offline", **mine, limit=cfg.sized("offline_problems"),
+                                                     out=str(stage / "offline")))
     except NoOfflineData as e:
         print(f"warning: the offline row is left out: {e}", file=sys.stderr)
     return models

@@ -5,9 +5,12 @@ A trajectory record (the contract between `solve`, `eval` and `metrics`; see the
     {"id": str, "problem": str, "gold": str, "sample": int,
      "attempts": [{"answer": str | null, "grade": "correct" | "incorrect" | "unverifiable",
                    "verdict": "correct" | "incorrect" | "unparsable" | null}, ...],
-     "tokens": int, "truncated": bool, "level"?: int, "subject"?: str}
+     "tokens": int, "truncated": bool, "level"?: int, "subject"?: str,
+     "votes"?: [str | null, ...], "certainty"?: float | null}
 
 `grade` is the grader's result, `verdict` the model's own (null when the attempt was not verified).
+`votes` (strategy majority) are the sampled answers voted on; `certainty` in [0, 1] is how sure the
+model says it is of its final answer (null: it said nothing parsable); see selective.CERTAINTY_SIGNALS.
 Undefined ratios (0/0) are None (JSON null), never 0.
 """
 
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from s2r.jsonl import DataError, iter_jsonl
+from s2r.selective import risk_coverage_curve, selective_metrics
 
 GRADES = {"correct", "incorrect", "unverifiable"}
 VERDICTS = {"correct", "incorrect", "unparsable", None}
@@ -248,6 +252,7 @@ FAMILIES: dict[str, Callable[[Sequence[Record]], Metrics]] = {
     "loop": loop_metrics,
     "confidence_critique": confidence_critique_metrics,
     "sampling": sampling_metrics,
+    "selective": selective_metrics,
 }
 
 
@@ -270,6 +275,9 @@ def compute_metrics(records: Sequence[Record]) -> dict[str, Any]:
             "verifications": sum(a.get("verdict") is not None for r in records for a in r["attempts"]),
         },
     }
+    curve = risk_coverage_curve(records)
+    if curve:
+        out["risk_coverage"] = curve
     for field, name in (("level", "by_level"), ("subject", "by_subject")):
         groups: dict[str, list[Record]] = defaultdict(list)
         for r in records:
@@ -302,6 +310,11 @@ def check_trajectory(r: Record) -> str | None:
         return "'truncated' must be true or false"
     if not isinstance(r.get("sample", 0), int):
         return "'sample' must be an integer"
+    c = r.get("certainty")
+    if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1):
+        return "'certainty' must be a number in [0, 1] or null"
+    if "votes" in r and not (isinstance(r["votes"], list) and all(v is None or isinstance(v, str) for v in r["votes"])):
+        return "'votes' must be a list of answers (strings or null)"
     return None
 
 

@@ -68,6 +68,43 @@ def bar_chart(categories: Sequence[str], series: dict[str, Sequence[float | None
     return "".join(out)
 
 
+def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_label: str, y_label: str,
+               width: int = 640, height: int = 280) -> str:
+    """Lines with dots as SVG, one per series of (x, y) points in [0, 1] × [0, 1] (shown as percents)."""
+    left, bottom, right, head = 48, 58, 10, 28
+    plot_w, plot_h = width - left - right, height - bottom - head
+
+    def px(x: float, y: float) -> tuple[float, float]:  # data -> pixels
+        return left + plot_w * x, head + plot_h * (1 - y)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="{_esc(title)}" font-family="sans-serif" font-size="11">',
+           f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>']
+    for k in range(5):  # grid and labels on both axes
+        v = k / 4
+        y, x = head + plot_h * (1 - v), left + plot_w * v
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+                   f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{v:.0%}</text>'
+                   f'<text x="{x:.1f}" y="{head + plot_h + 14}" text-anchor="middle" fill="#555">{v:.0%}</text>')
+    out.append(f'<text x="{left + plot_w / 2}" y="{head + plot_h + 28}" text-anchor="middle">{_esc(x_label)}</text>'
+               f'<text x="12" y="{head + plot_h / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 12 {head + plot_h / 2})">{_esc(y_label)}</text>')
+    for s, (name, points) in enumerate(series.items()):
+        color = PALETTE[s % len(PALETTE)]
+        pixels = [px(x, y) for x, y in points]
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
+                   f'points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pixels)}"><title>{_esc(name)}</title></polyline>')
+        out.extend(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}">'
+                   f'<title>{_esc(name)}: {x:.1%}, {y:.1%}</title></circle>' for (a, b), (x, y) in zip(pixels, points))
+    lx = left
+    for s, name in enumerate(series):  # legend
+        out.append(f'<rect x="{lx}" y="{height - 16}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>'
+                   f'<text x="{lx + 14}" y="{height - 7}">{_esc(name)}</text>')
+        lx += 24 + 7 * len(name)
+    out.append("</svg>")
+    return "".join(out)
+
+
 def confusion(records: Sequence[dict]) -> dict[str, int]:
     """Counts of (truth, model verdict) over every verified attempt with a known grade."""
     counts = {"tp": 0, "fn": 0, "fp": 0, "tn": 0, "unparsable": 0}
@@ -166,6 +203,14 @@ def render_report(title: str, runs: dict[str, list[dict]], meta: dict | None = N
     verified = [n for n in names if sum(tables[n].values())]
     parts.append("".join(confusion_table(n, tables[n]) for n in verified)
                  or "<p class='meta'>No run verified its own answers.</p>")
+    curves = {n: [(c, r) for _, c, r in metrics[n]["risk_coverage"]["points"]] for n in names if "risk_coverage" in metrics[n]}
+    if curves:  # the answered trajectories grow as the certainty threshold falls
+        parts.append("<h2>Knowing when it is wrong</h2>" + line_chart(
+            curves, "Risk–coverage: answering only above a certainty threshold", "coverage (share answered)",
+            "risk (share of answered wrong)"))
+        parts.append("<p class='meta'>Certainty: " + " · ".join(
+            f"{_esc(n)}: " + ", ".join(f"{_esc(k)} ({v})" for k, v in metrics[n]["risk_coverage"]["signals"].items())
+            for n in curves) + ". Definitions: docs/metrics-selective.md.</p>")
     leveled = [n for n in names if "by_level" in metrics[n]]
     if leveled:  # every run side by side: accuracy, and how attempts grow with difficulty
         levels = sorted({lv for n in leveled for lv in metrics[n]["by_level"]}, key=lambda s: (len(s), s))
