@@ -6,7 +6,8 @@ embedded task's character tokenizer, so most of the 151,936 embedding rows are n
     torchrun --standalone --nproc_per_node 8 bench/gpu.py --out gpu.json     # or: python bench/gpu.py
 
 Writes a JSON summary: SFT steps/s and tokens/s, peak GPU memory per process, the losses, RL
-iterations/s. About 2-4 minutes on one H100-class GPU. Without CUDA it stops with a one-line error.
+iteration times. Sized to end well within 8 minutes (30 SFT steps of 32 sequences, 2 small RL
+iterations); not yet run on a GPU (none was available). Without CUDA it stops with a one-line error.
 """
 
 from __future__ import annotations
