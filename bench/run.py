@@ -11,12 +11,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import fsdp  # noqa: E402
 import generation  # noqa: E402
 import rl  # noqa: E402
 import serve_load  # noqa: E402
 import sft  # noqa: E402
 
-SECTIONS = [generation.run, sft.run, rl.run, serve_load.run]
+SECTIONS = [generation.run, sft.run, rl.run, serve_load.run, fsdp.run]
 
 
 def machine() -> str:

@@ -126,14 +126,15 @@ def test_no_pair_is_a_one_line_error(tiny, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"s2r dpo: error: {data}:1: not a trajectory record: missing field 'attempts'"
 
 
-def test_two_processes_match_one(tiny):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(tiny, strategy):
     root, model, data = tiny
     one = _log(_dpo(tiny, "one", "--epochs", "1"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "s2r.cli", "dpo", data,
-           "--model", model, "--out", str(root / "two"), "--batch-size", "6", "--micro-batch-size", "4", "--lr", "3e-3",
+           "--model", model, "--out", str(root / f"two-{strategy}"), "--strategy", strategy, "--batch-size", "6", "--micro-batch-size", "4", "--lr", "3e-3",
            "--warmup-ratio", "0", "--template", "chat", "--system", "", "--tensorboard", "false", "--threads", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    two = _log(root / "two")
+    two = _log(root / f"two-{strategy}")
     for key in ("train/loss", "train/reward_acc", "train/reward_margin"):
         assert [r[key] for r in two] == pytest.approx([r[key] for r in one], rel=1e-4, abs=1e-6), key

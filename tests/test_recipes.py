@@ -51,3 +51,24 @@ def test_exponent_notation_without_a_dot_is_a_number(tmp_path, monkeypatch):
     monkeypatch.setattr(recipes, "ROOT", tmp_path)
     cfg = recipes.load(RLConfig, "r", model="m")
     assert (cfg.lr, cfg.kl_coef, cfg.system) == (1e-3, 5e-2, "1e-3")
+
+
+GPU = sorted(str(p.relative_to(recipes.ROOT).with_suffix("")) for p in (recipes.ROOT / "gpu").glob("*.yaml"))
+
+
+def test_every_training_command_has_a_gpu_recipe():
+    assert {name.rsplit("-", 1)[1] for name in GPU} == {"sft", "orl", "prl", "offline"}
+
+
+@pytest.mark.parametrize("name", GPU)
+def test_gpu_recipes_have_the_paper_settings(name):
+    kind = name.rsplit("-", 1)[1]
+    cls = {"sft": SFTConfig, "orl": RLConfig, "prl": RLConfig, "offline": OfflineConfig}[kind]
+    cfg = recipes.load(cls, name, **{k: v for k, v in REQUIRED[cls].items() if k not in recipes.values(name)})
+    if kind == "sft":
+        assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.kl_coef) == (5e-6, 32, 3, 0.01)
+    elif kind in ("orl", "prl"):
+        cfg.check()
+        assert (cfg.lr, cfg.prompts, cfg.samples, cfg.updates) == (5e-7, 64, 4, 4)
+        assert cfg.level == {"orl": "outcome", "prl": "process"}[kind]
+    assert cfg.gradient_checkpointing and cfg.strategy == ("ddp" if "1.5b" in name else "fsdp")

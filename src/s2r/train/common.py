@@ -11,6 +11,8 @@ from pathlib import Path
 from s2r.config import arg
 from s2r.prompts import DEFAULT_SYSTEM
 
+STRATEGIES = ("ddp", "fsdp")
+
 
 @dataclass(kw_only=True)
 class TrainFields:
@@ -29,21 +31,37 @@ class TrainFields:
     device: str = arg("auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda")
     threads: int = arg(0, help="torch CPU threads per process (0 = cores / processes)")
     tensorboard: bool = arg(True, help="also log to OUT/tb (needs the tensorboard package)")
+    strategy: str = arg("ddp", help="ddp: every process holds the whole model; fsdp: parameters, gradients and "
+                                    "optimiser state sharded over the processes (torch FSDP2, docs/scaling.md)")
+    gradient_checkpointing: bool = arg(False, help="recompute each decoder layer's activations in the backward pass")
+    attn_implementation: str = arg("sdpa", help="attention kernel passed to from_pretrained: sdpa, eager, "
+                                                "flash_attention_2 (where installed)")
+    trust_remote_code: bool = arg(False, help="let from_pretrained run the model folder's own code")
 
-    def autocast(self, device):
-        """bf16 autocast on GPUs that support it (bf16=auto), always (on) or never (off)."""
+    def bf16_on(self, device) -> bool:
+        """bf16 on GPUs that support it (bf16=auto), always (on) or never (off)."""
         import torch
 
         if self.bf16 not in ("auto", "on", "off"):
             raise ValueError(f"bf16 must be auto, on or off, not {self.bf16!r}")
-        on = self.bf16 == "on" or (self.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        return self.bf16 == "on" or (self.bf16 == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+    def autocast(self, device):
+        """bf16 autocast when bf16 is on, under ddp (fsdp: its mixed-precision policy casts instead)."""
+        import torch
+
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16_on(device) and self.strategy == "ddp")
 
 
 class Distributed:
     """torch.distributed as set up by torchrun / accelerate launch (WORLD_SIZE, RANK, LOCAL_RANK)."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, group: bool = False):
+        """group: set up a process group even for one process (a sharded model needs one)."""
+        import tempfile
+
         import torch
         import torch.distributed as dist
 
@@ -55,8 +73,13 @@ class Distributed:
         self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        self.owns_group = not dist.is_initialized() and (self.world > 1 or group)  # closed by close()
+        if self.owns_group and self.world > 1:
+            dist.init_process_group(backend)
+        elif self.owns_group:  # one process, not launched: a group of one
+            self._store_dir = tempfile.TemporaryDirectory()
+            dist.init_process_group(backend, store=dist.FileStore(f"{self._store_dir.name}/store", 1), rank=0, world_size=1)
 
     @property
     def main(self) -> bool:
@@ -101,32 +124,55 @@ class Distributed:
     def close(self) -> None:
         import torch.distributed as dist
 
-        if self.world > 1 and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
 
-def load_models(cfg, device):
-    """(trainable model, frozen reference or None, tokenizer)."""
+def load_policy(cfg, device):
+    """The trainable model in fp32 (LoRA adapters added when lora_rank > 0), unsharded, on device."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModelForCausalLM
 
-    hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device)
-    ref = None
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, attn_implementation=cfg.attn_implementation,
+                                                 trust_remote_code=cfg.trust_remote_code).to(device)
     if cfg.lora_rank:
         from peft import LoraConfig, get_peft_model
 
         targets = cfg.lora_targets[0] if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
         model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=targets, task_type="CAUSAL_LM"))
-    elif cfg.kl_coef > 0:
-        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device).eval()
-        ref.requires_grad_(False)
-    return model, ref, tokenizer
+    return model
 
+
+def load_models(cfg, dist_: Distributed):
+    """(trainable model, frozen reference or None, tokenizer); under fsdp both sharded. The reference
+    is kept in bf16 when bf16 is on (no fp32 copy); with LoRA it is the model with its adapters
+    disabled (none is returned)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from s2r.train.sharding import shard
+
+    hf_logging.disable_progress_bar()
+    device, bf16 = dist_.device, cfg.bf16_on(dist_.device)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    model = load_policy(cfg, device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # training forwards keep no cache (generation asks for one)
+    ref = None
+    if not cfg.lora_rank and cfg.kl_coef > 0:
+        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                                   attn_implementation=cfg.attn_implementation,
+                                                   trust_remote_code=cfg.trust_remote_code).to(device).eval()
+        ref.requires_grad_(False)
+    if cfg.strategy == "fsdp":
+        shard(model, device, dist_.world, bf16)
+        if ref is not None:
+            shard(ref, device, dist_.world, bf16)
+    return model, ref, tokenizer
 
 
 def make_writer(path: Path):
@@ -216,18 +262,51 @@ def load_checkpoint(path: Path, key: str, model, opt, device) -> dict | None:
 
 
 def wrap_ddp(model, dist_: Distributed):
-    """The model as called for training: DDP-wrapped under several processes."""
+    """The model as called for training: DDP-wrapped under several processes (a sharded model as it is)."""
     import torch
 
-    if dist_.world == 1:
+    from s2r.train.sharding import fsdp_units
+
+    if dist_.world == 1 or fsdp_units(model):
         return model
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist_.device.index] if dist_.device.type == "cuda" else None)
 
 
-def save_model(model, tokenizer, cfg: TrainFields, out: Path) -> None:
+def checkpoint(out: Path, cfg: TrainFields, dist_: Distributed, model, trainable_names: set[str], opt, **state) -> None:
+    """Called on every process: OUT/ckpt.pt from process 0 (ddp), or sharded OUT/ckpt/ (fsdp)."""
+    from s2r.train.sharding import save_sharded
+
+    if cfg.strategy == "fsdp":
+        save_sharded(out / "ckpt", model, opt, dist_, **state)
+    elif dist_.main:
+        save_checkpoint(out / "ckpt.pt", model, trainable_names, opt, **state)
+
+
+def resume(out: Path, cfg: TrainFields, key: str, model, opt, device) -> dict | None:
+    """The state of the run's checkpoint (same key), weights and optimiser restored; or None."""
+    from s2r.train.sharding import load_sharded
+
+    if cfg.strategy == "fsdp":
+        return load_sharded(out / "ckpt", key, model, opt)
+    return load_checkpoint(out / "ckpt.pt", key, model, opt, device)
+
+
+def save_model(model, tokenizer, cfg: TrainFields, out: Path, dist_: Distributed) -> None:
+    """Called on every process: OUT/model (LoRA: OUT/adapter and the merged model) from process 0.
+    A sharded model is gathered into an unsharded copy in process 0's CPU memory first."""
     from transformers.utils import logging as hf_logging
 
+    from s2r.train.sharding import fsdp_units, full_state_dict
+
     hf_logging.disable_progress_bar()
+    if fsdp_units(model):
+        weights = full_state_dict(model)
+        if not dist_.main:
+            return
+        model = load_policy(cfg, "cpu")
+        model.load_state_dict(weights)
+    elif not dist_.main:
+        return
     if cfg.lora_rank:
         model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()

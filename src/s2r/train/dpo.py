@@ -32,11 +32,11 @@ from s2r.train.common import (
     Distributed,
     RunLog,
     TrainFields,
+    checkpoint,
     finished,
-    load_checkpoint,
     load_models,
     read_log,
-    save_checkpoint,
+    resume,
     save_model,
     wrap_ddp,
 )
@@ -104,10 +104,11 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def accumulate(ddp, model, ref, micros: list[list[Example]], total_weight: float, beta: float, world: int = 1,
-               scale: float = 1.0, pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
+               scales: list[float] | None = None, pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
     """Forward and backward every micro-batch of one optimiser batch; gradients add up to those of the
     weighted loss over the whole batch. Returns [Σ w l / W, pairs with margin > 0, Σ β · margin] of
-    this process. ddp / model / ref as in sft.accumulate (ref None: LoRA, the adapter-free model)."""
+    this process. ddp / model / ref as in sft.accumulate (ref None: LoRA, the adapter-free model);
+    scales: of each micro-batch (default 1; 0 for one that only joins the collectives)."""
     import torch
 
     from s2r.train.batching import collate
@@ -118,8 +119,9 @@ def accumulate(ddp, model, ref, micros: list[list[Example]], total_weight: float
         b = len(mb)
         seqs = [(e[0], e[1]) for e in mb] + [(e[2], e[3]) for e in mb]  # chosen then rejected: [2b]
         t = {k: v.to(device) for k, v in collate(seqs, pad_id).items()}
+        scale = scales[j] if scales else 1.0
         weights = torch.tensor([e[4] for e in mb], device=device) * scale  # [b]
-        sync = j == len(micros) - 1 or world == 1
+        sync = j == len(micros) - 1 or not hasattr(ddp, "no_sync")  # DDP syncs once; FSDP reduces every backward
         with (contextlib.nullcontext() if sync else ddp.no_sync()), (autocast or contextlib.nullcontext()):
             logps = sequence_logps(ddp, t)  # [2b]
             with torch.no_grad():
@@ -159,16 +161,18 @@ def run_dpo(cfg: DPOConfig) -> Path:
     import torch
 
     pairs = load_pairs(cfg)
-    dist_ = Distributed(cfg.device)
+    from s2r.train.sharding import clip_grads, lockstep
+
+    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
         out = Path(cfg.out)
         key = cfg.key(hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest())
-        info_path, ckpt_path = out / "dpo.json", out / "ckpt.pt"
+        info_path = out / "dpo.json"
         if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "DPO model"):
             return out / "model"
         torch.manual_seed(cfg.seed)
-        model, ref, tokenizer = load_models(cfg, dist_.device)
+        model, ref, tokenizer = load_models(cfg, dist_)
         examples, too_long = encode_pairs(pairs, tokenizer, cfg)
         if too_long and dist_.main:
             print(f"warning: {too_long} pairs longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
@@ -177,7 +181,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         step = 0
-        state = load_checkpoint(ckpt_path, key, model, opt, dist_.device)
+        state = resume(out, cfg, key, model, opt, dist_.device)
         if state:
             torch.set_rng_state(state["rng"])
             step = state["step"]
@@ -193,16 +197,15 @@ def run_dpo(cfg: DPOConfig) -> Path:
         while step < last:
             batch = [examples[i] for i in steps[step]]
             total_weight = sum(e[4] for e in batch)  # W of the whole optimiser batch
-            micros = micro_batches(batch, dist_.rank, dist_.world, max(1, cfg.micro_batch_size // 2))  # 2 sequences a pair
-            scale = 1.0
-            if not micros:  # fewer pairs than processes: take part in the all-reduce with zero weight
-                micros, scale = [batch[:1]], 0.0
+            # 2 sequences a pair; a process with fewer micro-batches (or none) joins with zero-weight ones
+            micros, scales = lockstep(micro_batches(batch, dist_.rank, dist_.world, max(1, cfg.micro_batch_size // 2)),
+                                      batch[:1], dist_, cfg.strategy == "fsdp")
             lr = lr_at(step, len(steps), cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss, won, margin = dist_.sum(accumulate(ddp, model, ref, micros, total_weight, cfg.beta, dist_.world, scale,
+            loss, won, margin = dist_.sum(accumulate(ddp, model, ref, micros, total_weight, cfg.beta, dist_.world, scales,
                                                      tokenizer.pad_token_id, dist_.device, autocast))
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")).item()
+            grad_norm = clip_grads(params, cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -211,11 +214,11 @@ def run_dpo(cfg: DPOConfig) -> Path:
                       "grad_norm": grad_norm, "pairs": len(batch), "seconds": time.monotonic() - start}
             log.append(record)
             run_log.write(step, record, loss=f"{loss:.3f}", acc=f"{record['train/reward_acc']:.2f}")
-            if dist_.main and (step % cfg.ckpt_every == 0 or step == last):
-                save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, step=step, rng=torch.get_rng_state())
+            if step % cfg.ckpt_every == 0 or step == last:
+                checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, step=step, rng=torch.get_rng_state())
         run_log.close()
+        save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
-            save_model(model, tokenizer, cfg, out)
             write_json_atomic(info_path, {"key": key, "finished": step == len(steps), "steps": step, "total_steps": len(steps),
                                           "pairs": len(examples), "left_out_too_long": too_long, "config": asdict(cfg),
                                           "last": log[-1] if log else None})

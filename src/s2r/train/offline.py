@@ -216,25 +216,16 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.solve import Settings, loop_written
     from s2r.tasks import load_problems
     from s2r.train.batching import encode_parts
-    from s2r.train.common import (
-        Distributed,
-        RunLog,
-        finished,
-        load_checkpoint,
-        load_models,
-        read_log,
-        save_checkpoint,
-        save_model,
-        wrap_ddp,
-    )
-    from s2r.train.rl import Rollout, rl_accumulate, score_tokens
+    from s2r.train.common import Distributed, RunLog, checkpoint, finished, load_models, read_log, resume, save_model, wrap_ddp
+    from s2r.train.ppo import Rollout, rl_accumulate, score_tokens
+    from s2r.train.sharding import clip_grads, lockstep
 
     cfg.check()
     out = Path(cfg.out)
     problems = [(benchmark_name(d), p) for d in cfg.data for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit)]
     if not problems:
         raise ValueError(f"no problems in {', '.join(cfg.data)}")
-    dist_ = Distributed(cfg.device)
+    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
         prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
@@ -262,12 +253,12 @@ def run_offline(cfg: OfflineConfig) -> Path:
         if not kept:
             raise NoOfflineData(f"no rollout passed the selection ({counts}); widen --band or sample more")
         key = cfg.key(hashlib.sha256(rollouts_path.read_bytes()).hexdigest())
-        info_path, ckpt_path = out / "offline.json", out / "ckpt.pt"
+        info_path = out / "offline.json"
         if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "offline-RL model"):
             return out / "model"
         # 4. training
         torch.manual_seed(cfg.seed)
-        model, ref, tokenizer = load_models(cfg, dist_.device)
+        model, ref, tokenizer = load_models(cfg, dist_)
         by_id = {(b, str(p.id)): p for b, p in problems}
         data = []
         for k, adv in zip(kept, advantages):
@@ -286,7 +277,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
             steps += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        ck = load_checkpoint(ckpt_path, key, model, opt, dist_.device)
+        ck = resume(out, cfg, key, model, opt, dist_.device)
         step = ck["step"] if ck else 0
         log = read_log(out / "log.jsonl", step)
         trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -299,13 +290,11 @@ def run_offline(cfg: OfflineConfig) -> Path:
             n_parts = sum(len(r.adv) for r in batch)
             n_tokens = sum(sum(p >= 0 for p in r.parts[1:]) for r in batch)
             mine = batch[dist_.rank :: dist_.world]
-            micros = [mine[i : i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
-            weight = 1.0
-            if not micros:
-                micros, weight = [batch[:1]], 0.0
-            sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weight,
+            micros, weights = lockstep([mine[i : i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)],
+                                       batch[:1], dist_, cfg.strategy == "fsdp")
+            sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weights,
                                            tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device)))
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")).item()
+            grad_norm = clip_grads(params, cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -314,11 +303,11 @@ def run_offline(cfg: OfflineConfig) -> Path:
                       "seconds": time.monotonic() - start}
             log.append(record)
             run_log.write(step, record, loss=f"{record['train/loss']:.3f}")
-            if dist_.main and (step % cfg.ckpt_every == 0 or step == len(steps)):
-                save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, step=step)
+            if step % cfg.ckpt_every == 0 or step == len(steps):
+                checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, step=step)
         run_log.close()
+        save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
-            save_model(model, tokenizer, cfg, out)
             write_json_atomic(info_path, {"key": key, "finished": True, "steps": step, "selection": counts,
                                           "baselines": baselines, "config": asdict(cfg)})
             print(f"wrote {out / 'model'} after {step} steps on {len(data)} rollouts", file=sys.stderr)

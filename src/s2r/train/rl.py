@@ -21,13 +21,12 @@ One iteration:
      forward instead of a scoring pass of the policy.
 
 Prompt groups with a grader failure (timeout, crash) are left out of the update and counted, never
-scored. Checkpoints (`ckpt.pt`: trainable weights, optimiser, baseline statistics, iteration) give an
-exact resume: rollouts are sampled with a seed per iteration and process.
+scored. Checkpoints (`ckpt.pt`, or sharded `ckpt/` under `--strategy fsdp`: trainable weights,
+optimiser, baseline statistics, iteration) give an exact resume: rollouts are sampled with a seed per iteration and process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -48,7 +47,6 @@ from s2r.train.advantages import (
     CONTEXTS,
     AdvantageSettings,
     Step,
-    fold_kl,
     outcome_reward,
     process_rewards,
 )
@@ -56,14 +54,15 @@ from s2r.train.common import (
     Distributed,
     RunLog,
     TrainFields,
+    checkpoint,
     finished,
-    load_checkpoint,
     load_models,
     read_log,
-    save_checkpoint,
+    resume,
     save_model,
     wrap_ddp,
 )
+from s2r.train.ppo import Rollout, batch_of, rl_accumulate, score_tokens  # noqa: F401 (batch_of: for the tests)
 
 LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable",
         "eval/retry_by_loop", "eval/verify_by_loop")
@@ -153,15 +152,6 @@ def grader_failures(records: list[dict]) -> list[dict]:
             for r in records for a in r["attempts"] if grader_failed(a.get("reason", ""))]
 
 
-@dataclass
-class Rollout:
-    ids: list[int]  # prompt + completion (+ EOS)
-    parts: list[int]  # part index per token, −1 on the prompt
-    adv: list[float]  # advantage per part (the KL fold comes later)
-    old_logp: list[float] | None = None  # log π_old per predicted token, [len(ids) − 1]
-    ref_logp: list[float] | None = None
-
-
 def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str, fmt, state: dict,
                   settings: AdvantageSettings, samples: int, stats_reduce=None,
                   mixed_only: bool = False) -> tuple[list[Rollout], dict, dict, int]:
@@ -215,100 +205,6 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
     return rollouts, state, observed, failed
 
 
-def pad(rows: list[list], value, device):
-    import torch
-
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], device=device)
-
-
-def batch_of(rollouts: list[Rollout], pad_id: int, device) -> dict:
-    """Tensors of a micro-batch, right-padded: input_ids, attention_mask [b, T]; parts [b, T−1]
-    (numbered across the micro-batch, −1 off the trained tokens, aligned with the predicted token)."""
-    offsets, n = [], 0
-    for r in rollouts:
-        offsets.append(n)
-        n += len(r.adv)
-    parts = [[p + o if p >= 0 else -1 for p in r.parts[1:]] for r, o in zip(rollouts, offsets)]
-    t = {"input_ids": pad([r.ids for r in rollouts], pad_id, device),
-         "attention_mask": pad([[1] * len(r.ids) for r in rollouts], 0, device),
-         "parts": pad(parts, -1, device), "n_parts": n}
-    if rollouts[0].old_logp is not None:
-        t["old_logp"] = pad([r.old_logp for r in rollouts], 0.0, device)
-    if rollouts[0].ref_logp is not None:
-        t["ref_logp"] = pad([r.ref_logp for r in rollouts], 0.0, device)
-    return t
-
-
-def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, device, autocast,
-                 temperature: float = 1.0, old: bool = True) -> None:
-    """Fill old_logp (the sampling policy, before any update; skipped with old=False, for an
-    on-policy single step that reads it off its own forward) and ref_logp of every rollout, both at
-    the sampling temperature."""
-    import torch
-
-    from s2r.train.batching import token_logprobs
-
-    with torch.no_grad(), (autocast or contextlib.nullcontext()):
-        for lo in range(0, len(rollouts), micro):
-            mb = rollouts[lo : lo + micro]
-            t = batch_of(mb, pad_id, device)
-            if ref is not None:
-                r = token_logprobs(ref, t, temperature)
-            elif hasattr(model, "disable_adapter"):  # LoRA: the reference is the model without adapters
-                with model.disable_adapter():
-                    r = token_logprobs(model, t, temperature)
-            else:
-                r = None
-            o = token_logprobs(model, t, temperature) if old else None  # [b, T-1]
-            for i, ro in enumerate(mb):
-                ro.old_logp = o[i, : len(ro.ids) - 1].tolist() if o is not None else None
-                ro.ref_logp = r[i, : len(ro.ids) - 1].tolist() if r is not None else None
-
-
-def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int, cfg: RLConfig, world: int = 1,
-                  weight: float = 1.0, pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
-    """Forward and backward every micro-batch of one optimiser step; the gradients add up to those of
-    the step's loss over all its parts (see the module docstring). Rollouts without old_logp are
-    on-policy (one step on fresh rollouts): π_old = π_θ, read off this forward. With kl_estimator
-    k1 the KL is folded into the advantages here. Returns [Σ surrogate, Σ k3, clipped parts, Σ k1,
-    k1 tokens] of this process."""
-    import torch
-
-    from s2r.train.batching import token_logprobs
-    from s2r.train.losses import clipped_mask, clipped_surrogate, k1, k3, part_log_ratios, part_sums
-
-    sums = [0.0] * 5
-    for j, mb in enumerate(micros):
-        t = batch_of(mb, pad_id, device)
-        adv = torch.tensor([a for r in mb for a in r.adv], dtype=torch.float32, device=device)  # [n]
-        trained = t["parts"] >= 0  # [b, T-1]
-        sync = j == len(micros) - 1 or world == 1
-        with (contextlib.nullcontext() if sync else ddp.no_sync()), (autocast or contextlib.nullcontext()):
-            logp = token_logprobs(ddp, t, cfg.temperature)  # [b, T-1], π_θ at the sampling temperature
-            old = t.get("old_logp", logp.detach())  # [b, T-1]
-            k1_sum = torch.zeros((), device=device)
-            if "ref_logp" in t:
-                k1_t = k1(old, t["ref_logp"]).float()  # [b, T-1], log π_old − log π_ref
-                k1_sum = (k1_t * trained).sum() * weight
-                if cfg.kl_estimator == "k1":
-                    adv = fold_kl(adv, part_sums(k1_t, t["parts"], t["n_parts"]), cfg.kl_coef)  # A_p − β Σ_{t∈p} k1_t
-            log_ratio = part_log_ratios(logp, old, t["parts"], t["n_parts"])  # [n]
-            surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps).sum() * weight
-            loss = surrogate / n_parts
-            k3_sum = torch.zeros((), device=device)
-            if cfg.kl_estimator == "k3" and "ref_logp" in t:
-                k3_sum = (k3(logp, t["ref_logp"]) * trained).sum() * weight
-                loss = loss + cfg.kl_coef * k3_sum / n_tokens
-            (loss * world).backward()  # DDP averages over processes; × world makes it the sum
-        sums[0] += surrogate.item()
-        sums[1] += k3_sum.item()
-        sums[2] += clipped_mask(log_ratio.detach(), adv, cfg.clip_eps).sum().item() * weight
-        sums[3] += k1_sum.item()
-        sums[4] += trained.sum().item() * weight if "ref_logp" in t else 0.0
-    return sums
-
-
 def run_rl(cfg: RLConfig) -> Path:
     import torch
 
@@ -321,8 +217,10 @@ def run_rl(cfg: RLConfig) -> Path:
     from s2r.solve import Settings, solve_problems
     from s2r.tasks import load_problems
 
+    from s2r.train.sharding import clip_grads, lockstep, unsharded
+
     cfg.check()
-    dist_ = Distributed(cfg.device)
+    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
         out = Path(cfg.out)
@@ -331,15 +229,15 @@ def run_rl(cfg: RLConfig) -> Path:
             raise ValueError(f"no problems in {', '.join(cfg.data)}")
         digest = hashlib.sha256(json.dumps([(b, p.problem, p.gold) for b, p in problems]).encode()).hexdigest()
         key = cfg.key(digest)
-        info_path, ckpt_path = out / "rl.json", out / "ckpt.pt"
+        info_path = out / "rl.json"
         if finished(info_path, key, lambda info: info.get("iterations", 0) >= cfg.iterations, dist_.main, "RL model"):
             return out / "model"
         torch.manual_seed(cfg.seed)
-        model, ref, tokenizer = load_models(cfg, dist_.device)
+        model, ref, tokenizer = load_models(cfg, dist_)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         iteration, state = 0, {}
-        ck = load_checkpoint(ckpt_path, key, model, opt, dist_.device)
+        ck = resume(out, cfg, key, model, opt, dist_.device)
         if ck:
             iteration, state = ck["iteration"], ck["baselines"]
             if dist_.main:
@@ -361,7 +259,8 @@ def run_rl(cfg: RLConfig) -> Path:
                                                           seed=cfg.seed * 1_000_003 + iteration * 1009 + dist_.rank))
                 model.eval()
                 t0 = time.monotonic()
-                records, _ = solve_problems(backend, jobs, "s2r", settings, grader)  # failed ones have no record
+                with unsharded(model):  # fsdp: whole weights, so that processes decode different step counts
+                    records, _ = solve_problems(backend, jobs, "s2r", settings, grader)  # failed ones have no record
                 gen_seconds = time.monotonic() - t0
                 model.train()
                 by_job = {(r["id"], r["sample"]): r for r in records}  # a failed generation (errors) has none
@@ -372,7 +271,7 @@ def run_rl(cfg: RLConfig) -> Path:
                     stats_reduce=dist_.merge_stats, mixed_only=cfg.mixed_only)
                 # with one step per iteration π_old = π_θ: rl_accumulate reads it off the training forward
                 score_tokens(model, ref, rollouts, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, autocast,
-                             cfg.temperature, old=cfg.updates * cfg.epochs > 1)
+                             cfg.temperature, old=cfg.updates * cfg.epochs > 1, dist_=dist_ if cfg.strategy == "fsdp" else None)
                 shares = []
                 for epoch in range(cfg.epochs):
                     order = list(range(len(rollouts)))
@@ -389,12 +288,11 @@ def run_rl(cfg: RLConfig) -> Path:
                                                    sum(sum(p >= 0 for p in r.parts[1:]) for r in share)])
                     if n_parts == 0:
                         continue
-                    weight, micros = 1.0, [share[i : i + cfg.micro_batch_size] for i in range(0, len(share), cfg.micro_batch_size)]
-                    if not micros:  # nothing on this process: join the all-reduce with zero weight
-                        micros, weight = [spare], 0.0
-                    sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weight,
+                    micros, weights = lockstep([share[i : i + cfg.micro_batch_size] for i in range(0, len(share), cfg.micro_batch_size)],
+                                               spare, dist_, cfg.strategy == "fsdp")  # the spare at weight 0
+                    sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weights,
                                                    tokenizer.pad_token_id, dist_.device, autocast))
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                    clip_grads(params, cfg.grad_clip)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                     totals = [a + b for a, b in zip(totals, sums + [n_parts])]
@@ -416,11 +314,11 @@ def run_rl(cfg: RLConfig) -> Path:
                 log.append(record)
                 run_log.write(iteration, record, loss=f"{record['train/loss']:.3f}", reward=f"{record['reward/outcome_mean'] or 0:.2f}",
                               acc=f"{live.get('eval/acc_final') or 0:.2f}")
-                if dist_.main and (iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations):
-                    save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, iteration=iteration, baselines=state)
+                if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
+                    checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, iteration=iteration, baselines=state)
         run_log.close()
+        save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
-            save_model(model, tokenizer, cfg, out)
             write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": asdict(cfg),
                                           "last": log[-1] if log else None})
             print(f"wrote {out / 'model'} after {iteration} iterations", file=sys.stderr)

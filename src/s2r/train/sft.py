@@ -7,9 +7,10 @@ number of trained tokens in the whole optimiser batch, so gradient accumulation 
 micro-batches and data parallelism give the gradient of one big batch (tests/test_sft.py).
 
 Full fine-tuning or LoRA (peft; the reference is then the model with its adapters switched off, so
-no second copy is kept). One process, or several under `torchrun` / `accelerate launch` (DDP: nccl on
-GPUs, gloo on CPUs). Checkpoints (`ckpt.pt`: trainable weights, optimiser, step, RNG) every
-`ckpt_every` steps give an exact resume: the data order is a function of the seed and the epoch.
+no second copy is kept). One process, or several under `torchrun` / `accelerate launch` (DDP, or
+FSDP2 with `--strategy fsdp`, `sharding.py`: nccl on GPUs, gloo on CPUs). Checkpoints (`ckpt.pt`, or
+sharded `ckpt/` under fsdp: trainable weights, optimiser, step, RNG) every `ckpt_every` steps give an
+exact resume: the data order is a function of the seed and the epoch.
 Logs every step to `log.jsonl` and TensorBoard (`tb/`). The result is a `save_pretrained` folder,
 `OUT/model` (LoRA adapters merged; the adapter alone in `OUT/adapter`).
 """
@@ -34,11 +35,11 @@ from s2r.train.common import (
     Distributed,
     RunLog,
     TrainFields,
+    checkpoint,
     finished,
-    load_checkpoint,
     load_models,
     read_log,
-    save_checkpoint,
+    resume,
     save_model,
     wrap_ddp,
 )
@@ -113,13 +114,14 @@ def encode_records(path: str, tokenizer, cfg: SFTConfig) -> tuple[list[tuple[lis
     return examples, too_long
 
 
-def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: float, world: int = 1, weight: float = 1.0,
-               pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
+def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: float, world: int = 1,
+               weights: list[float] | None = None, pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
     """Forward and backward every micro-batch of one optimiser batch; gradients add up to those of
     (Σ NLL + λ Σ KL) / n_tokens over the whole batch. Returns [Σ NLL, Σ KL] of this process.
 
     ddp: the model as called for training (DDP-wrapped under several processes); model: unwrapped;
-    ref: frozen reference, or None (LoRA: `model` with adapters disabled; or no KL at all)."""
+    ref: frozen reference, or None (LoRA: `model` with adapters disabled; or no KL at all);
+    weights: of each micro-batch (default 1; 0 for one that only joins the collectives)."""
     import torch
 
     from s2r.train.batching import collate
@@ -128,7 +130,8 @@ def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: floa
     sums = [0.0, 0.0]
     for j, mb in enumerate(micros):
         t = {k: v.to(device) for k, v in collate(mb, pad_id).items()}
-        sync = j == len(micros) - 1 or world == 1
+        weight = weights[j] if weights else 1.0
+        sync = j == len(micros) - 1 or not hasattr(ddp, "no_sync")  # DDP syncs once; FSDP reduces every backward
         with (contextlib.nullcontext() if sync else ddp.no_sync()), (autocast or contextlib.nullcontext()):
             logits = ddp(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, :-1]  # [b, T-1, V]
             ref_logits = None
@@ -141,7 +144,7 @@ def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: floa
                             ref_logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits[:, :-1]
             mask = t["loss_mask"][:, 1:] * weight  # [b, T-1]
             nll_sum, kl_sum = kl_sft_sums(logits, ref_logits, t["input_ids"][:, 1:], mask)
-            # DDP averages gradients over processes: × world makes the result Σ over the batch / n_tokens
+            # DDP and FSDP average gradients over processes: × world makes the result Σ over the batch / n_tokens
             ((nll_sum + kl_coef * kl_sum) * world / n_tokens).backward()
         sums[0] += nll_sum.item()
         sums[1] += kl_sum.item()
@@ -151,17 +154,19 @@ def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: floa
 def run_sft(cfg: SFTConfig) -> Path:
     import torch
 
-    dist_ = Distributed(cfg.device)
+    from s2r.train.sharding import clip_grads, lockstep, memory_bytes
+
+    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
         out = Path(cfg.out)
         data_digest = hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest()
         key = cfg.key(data_digest)
-        info_path, ckpt_path = out / "sft.json", out / "ckpt.pt"
+        info_path = out / "sft.json"
         if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "fine-tuned model"):
             return out / "model"
         torch.manual_seed(cfg.seed)
-        model, ref, tokenizer = load_models(cfg, dist_.device)
+        model, ref, tokenizer = load_models(cfg, dist_)
         examples, too_long = encode_records(cfg.data, tokenizer, cfg)
         if too_long and dist_.main:
             print(f"warning: {too_long} records longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
@@ -170,7 +175,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         step = 0
-        state = load_checkpoint(ckpt_path, key, model, opt, dist_.device)
+        state = resume(out, cfg, key, model, opt, dist_.device)
         if state:
             torch.set_rng_state(state["rng"])
             step = state["step"]
@@ -186,16 +191,16 @@ def run_sft(cfg: SFTConfig) -> Path:
         while step < last:
             batch = [examples[i] for i in steps[step]]
             n_tokens = sum(sum(m[1:]) for _, m in batch)  # trained (predicted) tokens of the whole batch
-            micros = micro_batches(batch, dist_.rank, dist_.world, cfg.micro_batch_size)
-            weight = 1.0
-            if not micros:  # fewer examples than processes: take part in the all-reduce with zero weight
-                micros, weight = [batch[:1]], 0.0
+            # a process with fewer micro-batches (or none: fewer examples than processes) joins the
+            # collectives with zero-weight ones
+            micros, weights = lockstep(micro_batches(batch, dist_.rank, dist_.world, cfg.micro_batch_size), batch[:1], dist_,
+                                       cfg.strategy == "fsdp")
             lr = lr_at(step, len(steps), cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            nll_sum, kl_sum = dist_.sum(accumulate(ddp, model, ref, micros, n_tokens, cfg.kl_coef, dist_.world, weight,
+            nll_sum, kl_sum = dist_.sum(accumulate(ddp, model, ref, micros, n_tokens, cfg.kl_coef, dist_.world, weights,
                                                    tokenizer.pad_token_id, dist_.device, autocast))
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")).item()
+            grad_norm = clip_grads(params, cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -205,14 +210,15 @@ def run_sft(cfg: SFTConfig) -> Path:
                       "seconds": time.monotonic() - start}
             log.append(record)
             run_log.write(step, record, loss=f"{record['train/loss']:.3f}", kl=f"{record['train/kl']:.4f}")
-            if dist_.main and (step % cfg.ckpt_every == 0 or step == last):
-                save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, step=step, rng=torch.get_rng_state())
+            if step % cfg.ckpt_every == 0 or step == last:
+                checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, step=step, rng=torch.get_rng_state())
         run_log.close()
+        memory = memory_bytes(model, ref, opt)  # this process's share
+        save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
-            save_model(model, tokenizer, cfg, out)
             write_json_atomic(info_path, {"key": key, "finished": step == len(steps), "steps": step, "total_steps": len(steps),
                                           "examples": len(examples), "left_out_too_long": too_long, "config": asdict(cfg),
-                                          "last": log[-1] if log else None})
+                                          "memory": memory, "last": log[-1] if log else None})
             print(f"wrote {out / 'model'} after {step} steps", file=sys.stderr)
         dist_.barrier()
         return out / "model"
