@@ -53,7 +53,7 @@ def test_the_shipped_base_model_is_seed_0s_and_scores_what_its_record_says(tmp_p
     from s2r.demo import SHIPPED_BASE, DemoConfig, base_config
     from s2r.grader import Grader
     from s2r.tasks import arith
-    from s2r.train.base import BaseConfig, greedy_accuracy
+    from s2r.tasks.arith.base import BaseConfig, greedy_accuracy
 
     # it has the current recipe's key: changing the base recipe without re-training it fails here
     assert base_config(DemoConfig(cache=str(tmp_path))) == replace(BaseConfig(), out=str(SHIPPED_BASE))
@@ -73,7 +73,7 @@ def test_rows_of_another_model_are_not_reused(tmp_path, capsys):
     from s2r.models.tiny import TinyModelConfig, run_tiny_model
     from s2r.solve import Settings
     from s2r.tasks import arith
-    from s2r.train.base import PLAIN
+    from s2r.tasks.arith.base import PLAIN
 
     a = run_tiny_model(TinyModelConfig(str(tmp_path / "a"), seed=0))
     b = run_tiny_model(TinyModelConfig(str(tmp_path / "b"), seed=1))

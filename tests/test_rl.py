@@ -20,6 +20,7 @@ from s2r.models.tiny import (
     run_tiny_model,
 )
 from s2r.tasks import arith
+from s2r.tasks.arith.base import PHRASES
 from s2r.train.advantages import AdvantageSettings
 from s2r.train.batching import encode_parts, token_logprobs
 from s2r.train.rl import (
@@ -217,7 +218,7 @@ def policy(tmp_path_factory):
     """A tiny model taught the trajectory format by `s2r sft`: it solves arith problems (badly),
     checks its answers and retries, so sampled rollouts earn mixed rewards."""
     root = tmp_path_factory.mktemp("rl")
-    start = run_tiny_model(TinyModelConfig(str(root / "start"), seed=0, phrases=arith.PHRASES))
+    start = run_tiny_model(TinyModelConfig(str(root / "start"), seed=0, phrases=PHRASES))
     rng = random.Random(0)
     records = []
     for p in arith.generate("train", 24, seed=0):  # few problems, many epochs: it half-memorises them
@@ -377,7 +378,7 @@ def test_demo_rl_stage_wiring(policy, tmp_path, capsys):
     from s2r.demo import DemoConfig, hard_stage, rl_stage
     from s2r.models.backend import SamplingParams
     from s2r.solve import Settings
-    from s2r.train.base import PLAIN
+    from s2r.tasks.arith.base import PLAIN
 
     cfg = DemoConfig(out=str(tmp_path), quick=True, rl_iterations=1, rl_prompts=2, offline_problems=2, max_tokens=120,
                      batch_size=16, bi_problems=20, screen_problems=8)

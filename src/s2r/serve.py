@@ -22,11 +22,11 @@ from pathlib import Path
 
 from s2r.config import arg
 from s2r.models.backend import Completion, SamplingParams
-from s2r.prompts import PromptConfig, render_prompt
+from s2r.prompts import PromptConfig, PromptFields, render_prompt
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(PromptFields):
     model: str = arg(help="model folder (save_pretrained layout)", positional=True)
     host: str = arg("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = arg(8000, help="port (0 = any free port)")
@@ -102,7 +102,8 @@ class App:
         self.cfg, self.backend = cfg, backend
         self.name = cfg.served_name or Path(cfg.model).resolve().name
         self.batcher = Batcher(backend, cfg.batch_size, cfg.batch_wait_ms / 1000)
-        self.chat_prompt = PromptConfig(system="", template="auto")
+        own = cfg.from_model(cfg.model, system="", template="auto")  # the model folder's s2r.json, else none and auto
+        self.chat_prompt = PromptConfig(system=own.system, template=own.template)
 
     def completions(self, body: dict, chat: bool) -> dict:
         if body.get("stream"):
@@ -114,6 +115,8 @@ class App:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise BadRequest(400, "'messages' must be a non-empty list")
+            if self.chat_prompt.system and isinstance(messages[0], dict) and messages[0].get("role") != "system":
+                messages = [{"role": "system", "content": self.chat_prompt.system}, *messages]
             try:
                 prompts = [render_prompt(messages, self.chat_prompt, self.backend.tokenizer)]
             except (KeyError, TypeError) as e:

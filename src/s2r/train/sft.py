@@ -151,6 +151,7 @@ def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: floa
 def run_sft(cfg: SFTConfig) -> Path:
     import torch
 
+    cfg = cfg.from_model(cfg.model)
     dist_ = Distributed(cfg.device)
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
