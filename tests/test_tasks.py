@@ -162,3 +162,16 @@ def test_build_with_no_record_is_an_error(tmp_path, capsys):
     write_jsonl_atomic(tmp_path / "v.jsonl", [row])
     assert main(["build", str(tmp_path / "v.jsonl"), "--out", str(tmp_path / "b.jsonl")]) == 2
     assert "no SFT records" in capsys.readouterr().err and not (tmp_path / "b.jsonl").exists()
+
+
+def test_the_task_teacher_is_the_task_s_own(tmp_path):
+    from s2r.data.verify import TaskTeacher
+    from s2r.tasks import arith
+
+    item = {"benchmark": "arith:train", "problem": "Compute 91 / 7.", "answer": "12"}
+    assert TaskTeacher(None).verify([item]) == [(arith.confirmative_check("Compute 91 / 7.", "12"), None)]
+    (tmp_path / "mytask.py").write_text(USER_TASK)
+    with pytest.raises(ValueError, match="has no teacher"):
+        TaskTeacher(f"{tmp_path / 'mytask.py'}:Reverse").verify([item])
+    with pytest.raises(ValueError, match="names no task"):
+        TaskTeacher(None).verify([{**item, "benchmark": "mine"}])

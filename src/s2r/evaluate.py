@@ -18,8 +18,8 @@ from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
 from s2r.prompts import DEFAULT_REVIEW, PromptConfig, PromptFields
 from s2r.settings_guard import guard_output, model_digest
-from s2r.solve import STRATEGIES, Settings, solve_problems
-from s2r.tasks import DataFields, grading_task
+from s2r.solve import MATH, STRATEGIES, Settings, solve_problems
+from s2r.tasks import DataFields, Task, grading_task
 
 
 @dataclass
@@ -83,15 +83,15 @@ def model_identity(cfg: SolveConfig) -> str:
     return f"{cfg.model or '(first listed)'} at {cfg.base_url}"
 
 
-def settings_of(cfg: SolveConfig, task=None) -> Settings:
+def settings_of(cfg: SolveConfig, task: Task = MATH) -> Settings:
     """The loop's settings; --system / --template left unset come from the model folder (prompts.py)."""
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
     sampling = cfg.samples > 1 or cfg.strategy == "majority"
     temperature = cfg.temperature if cfg.temperature is not None else (0.7 if sampling else 0.0)
     prompt = cfg.from_model(model_folder(cfg))
-    return Settings(**({"task": task} if task is not None else {}),
-        max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, votes=cfg.votes,
+    return Settings(
+        task=task, max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, votes=cfg.votes,
         params=SamplingParams(max_tokens=cfg.max_tokens, temperature=temperature, top_p=cfg.top_p, seed=cfg.seed),
         fmt=cfg.fmt,
         prompt=PromptConfig(system=prompt.system, template=prompt.template, review_prompt=cfg.review_prompt),
@@ -158,6 +158,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     from s2r.report import render_report
 
     out = Path(cfg.out)
+    cfg = cfg.from_model(model_folder(cfg))  # metrics.json and the report say which prompt was used
     records = run_solve(cfg, str(out / "trajectories.jsonl"))
     runs = {b: [r for r in records if r["benchmark"] == b] for b in dict.fromkeys(r["benchmark"] for r in records)}
     result = {"benchmarks": {b: compute_metrics(rs) for b, rs in runs.items()}, "config": to_dict(cfg)}

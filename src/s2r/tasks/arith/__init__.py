@@ -29,6 +29,9 @@ the answer by long division and compares.
 Splits are disjoint by construction: a problem belongs to a split by a hash of its text and the task
 seed. `base` (40%) trains the base model, `train` (35%, problems the base model never saw) is where
 behaviour initialisation and RL sample, `val` (5%) stops base training, `test` (20%) is evaluated.
+
+`ArithTask` is the task as `--data arith:SPLIT` loads it; the recipe of its base model (`s2r base`)
+is in base.py beside this file.
 """
 
 import hashlib

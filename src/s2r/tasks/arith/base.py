@@ -29,6 +29,7 @@ from s2r.prompts import PromptConfig, messages_for, render_prompt, write_model_p
 from s2r.tasks import arith
 
 PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format (model/s2r.json says so)
+
 # The fixed wording of the task's texts, one token each in the base model's tokenizer (digits stay
 # single characters): sequences get shorter, so training and generation get faster.
 PHRASES = [DEFAULT_FORMAT.verify_marker, DEFAULT_FORMAT.retry_marker, DEFAULT_FORMAT.correct_sentence,
