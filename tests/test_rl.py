@@ -337,7 +337,8 @@ def test_a_process_without_prompts_joins_with_weight_zero(policy):
 def test_offline_selects_and_trains_on_given_rollouts(policy):
     """Rollouts already in OUT/rollouts.jsonl are not sampled again (a resumed run): hand-made ones
     here, so that selection sees positives and negatives; then the real model trains on them."""
-    from s2r.train.offline import OfflineConfig, run_offline
+    from s2r.settings_guard import guard_output, model_digest
+    from s2r.train.offline import OfflineConfig, rollout_settings, run_offline
 
     root, model = policy
     out = root / "offline"
@@ -356,9 +357,11 @@ def test_offline_selects_and_trains_on_given_rollouts(policy):
                              "tokens": 40, "truncated": False, "text": text})
     rng.shuffle(rollouts)
     out.mkdir()
-    write_jsonl_atomic(out / "rollouts.jsonl", rollouts)
     cfg = OfflineConfig(model, data=["arith:train"], limit=2, out=str(out), samples=4, band=[0.1, 0.7], batch_size=3,
                         micro_batch_size=2, lr=1e-3, system="", template="plain", tensorboard=False, threads=1)
+    # as a run with these settings would have left them (settings_guard)
+    guard_output(out / "rollouts.jsonl", rollout_settings(cfg, arith.ArithTask()).record("s2r", model_digest(model)))
+    write_jsonl_atomic(out / "rollouts.jsonl", rollouts)
     run_offline(cfg)
     dataset = list(read_jsonl(out / "dataset.jsonl"))
     assert len(dataset) == 8  # accuracy 0.5 per prompt; 2 positives and 2 negatives each

@@ -205,16 +205,26 @@ def dataset_advantages(kept: list[Kept], level: str, group_by: str, context: str
 # ----------------------------------------------------------------------------------- the command
 
 
+def rollout_settings(cfg: OfflineConfig, task):
+    """The settings the fixed model samples its rollouts with (cfg's prompt already resolved)."""
+    from s2r.models.backend import SamplingParams
+    from s2r.prompts import PromptConfig
+    from s2r.solve import Settings
+
+    return Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, task=task,
+                    prompt=PromptConfig(system=cfg.system, template=cfg.template),
+                    params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed))
+
+
 def run_offline(cfg: OfflineConfig) -> Path:
     import torch
 
     from s2r.evaluate import solve_resumable
     from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
-    from s2r.models.backend import SamplingParams
     from s2r.models.hf import TransformersBackend
     from s2r.prompts import PromptConfig, messages_for, render_prompt
     from s2r.settings_guard import model_digest
-    from s2r.solve import Settings, loop_written
+    from s2r.solve import loop_written
     from s2r.tasks import grading_task
     from s2r.train.batching import encode_parts
     from s2r.train.common import (
@@ -244,9 +254,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
         # 1. rollouts (process 0 samples; the others wait)
         rollouts_path = out / "rollouts.jsonl"
         if dist_.main:
-            settings = Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, prompt=prompt_cfg,
-                                task=grading_task(datasets),
-                                params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed))
+            settings = rollout_settings(cfg, grading_task(datasets))
             jobs = [(b, p, k) for b, p in problems for k in range(cfg.samples)]
             solve_resumable(rollouts_path, jobs, "s2r", settings, desc="offline rollouts", chunk=cfg.generation_batch_size,
                             model=model_digest(cfg.model),
