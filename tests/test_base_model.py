@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import s2r.train.base as base
+import s2r.tasks.arith.base as base
 from s2r.tasks import arith
 from s2r.train.batching import collate, encode, token_logprobs
 

@@ -12,7 +12,7 @@ from s2r.format import DEFAULT_FORMAT as F
 from s2r.format import render
 from s2r.jsonl import read_jsonl, write_jsonl_atomic
 from s2r.models.tiny import char_tokenizer
-from s2r.tasks.benchmarks import load_problems
+from s2r.tasks import load_problems
 from s2r.train.batching import encode_spans
 
 

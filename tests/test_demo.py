@@ -59,7 +59,7 @@ def test_the_shipped_base_model_is_seed_0s_and_scores_what_its_record_says(tmp_p
     from s2r.demo import SHIPPED_BASE, DemoConfig, base_config
     from s2r.grader import Grader
     from s2r.tasks import arith
-    from s2r.train.base import BaseConfig, greedy_accuracy
+    from s2r.tasks.arith.base import BaseConfig, greedy_accuracy
 
     # it has the current recipe's key: changing the base recipe without re-training it fails here
     assert base_config(DemoConfig(cache=str(tmp_path))) == replace(BaseConfig(), out=str(SHIPPED_BASE))
@@ -79,34 +79,29 @@ def test_rows_of_another_model_are_not_reused(tmp_path, capsys):
     from s2r.models.tiny import TinyModelConfig, run_tiny_model
     from s2r.solve import Settings
     from s2r.tasks import arith
-    from s2r.train.base import PLAIN
+    from s2r.tasks.arith.base import PLAIN
 
     a = run_tiny_model(TinyModelConfig(str(tmp_path / "a"), seed=0))
     b = run_tiny_model(TinyModelConfig(str(tmp_path / "b"), seed=1))
     jobs = [("arith", p, 0) for p in arith.generate("test", 3, seed=0)]
     s = Settings(max_tokens=6, params=SamplingParams(max_tokens=6, seed=0), prompt=PLAIN)
-    source = tmp_path / "rows" / "r.jsonl.source"
+    source = tmp_path / "rows" / "r.jsonl.settings.json"
     first = run_row("r", "single", a, jobs, s, tmp_path, 4)
     was = source.read_text()
     assert run_row("r", "single", a, jobs, s, tmp_path, 4) == first  # same model: reused
-    assert "another model" not in capsys.readouterr().err
+    assert "other settings" not in capsys.readouterr().err
     run_row("r", "single", b, jobs, s, tmp_path, 4)
-    assert "holds trajectories of another model" in capsys.readouterr().err and source.read_text() != was
+    assert "was written with other settings (model " in capsys.readouterr().err and source.read_text() != was
 
 
-def test_a_row_fingerprint_covers_the_code_that_writes_trajectories(tmp_path, monkeypatch):
+def test_a_row_fingerprint_covers_the_code_that_writes_trajectories(monkeypatch):
     import s2r.demo as demo
-    from s2r.models.backend import SamplingParams
-    from s2r.models.tiny import TinyModelConfig, run_tiny_model
-    from s2r.solve import Settings
 
     package = Path(demo.__file__).parent
     assert all((package / name).exists() for name in demo.ROW_CODE)  # a renamed module must not drop out
-    model = run_tiny_model(TinyModelConfig(str(tmp_path / "a"), seed=0))
-    s = Settings(max_tokens=6, params=SamplingParams(max_tokens=6, seed=0))
-    was = demo.fingerprint(model, "s2r", s)
+    was = demo.code_digest()
     monkeypatch.setattr(demo, "ROW_CODE", tuple(n for n in demo.ROW_CODE if n != "solve.py"))
-    assert demo.fingerprint(model, "s2r", s) != was  # the loop's code is part of it
+    assert demo.code_digest() != was  # the loop's code is part of it
 
 
 def test_every_stage_runs_from_the_shipped_base_model_and_the_vote_is_token_matched(tmp_path):

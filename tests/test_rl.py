@@ -20,6 +20,7 @@ from s2r.models.tiny import (
     run_tiny_model,
 )
 from s2r.tasks import arith
+from s2r.tasks.arith.base import PHRASES
 from s2r.train.advantages import AdvantageSettings
 from s2r.train.batching import encode_parts, token_logprobs
 from s2r.train.rl import (
@@ -217,7 +218,7 @@ def policy(tmp_path_factory):
     """A tiny model taught the trajectory format by `s2r sft`: it solves arith problems (badly),
     checks its answers and retries, so sampled rollouts earn mixed rewards."""
     root = tmp_path_factory.mktemp("rl")
-    start = run_tiny_model(TinyModelConfig(str(root / "start"), seed=0, phrases=arith.PHRASES))
+    start = run_tiny_model(TinyModelConfig(str(root / "start"), seed=0, phrases=PHRASES))
     rng = random.Random(0)
     records = []
     for p in arith.generate("train", 24, seed=0):  # few problems, many epochs: it half-memorises them
@@ -341,7 +342,8 @@ def test_a_process_without_prompts_joins_with_weight_zero(policy):
 def test_offline_selects_and_trains_on_given_rollouts(policy):
     """Rollouts already in OUT/rollouts.jsonl are not sampled again (a resumed run): hand-made ones
     here, so that selection sees positives and negatives; then the real model trains on them."""
-    from s2r.train.offline import OfflineConfig, run_offline
+    from s2r.settings_guard import guard_output, model_digest
+    from s2r.train.offline import OfflineConfig, rollout_settings, run_offline
 
     root, model = policy
     out = root / "offline"
@@ -360,9 +362,11 @@ def test_offline_selects_and_trains_on_given_rollouts(policy):
                              "tokens": 40, "truncated": False, "text": text})
     rng.shuffle(rollouts)
     out.mkdir()
-    write_jsonl_atomic(out / "rollouts.jsonl", rollouts)
     cfg = OfflineConfig(model, data=["arith:train"], limit=2, out=str(out), samples=4, band=[0.1, 0.7], batch_size=3,
                         micro_batch_size=2, lr=1e-3, system="", template="plain", tensorboard=False, threads=1)
+    # as a run with these settings would have left them (settings_guard)
+    guard_output(out / "rollouts.jsonl", rollout_settings(cfg, arith.ArithTask()).record("s2r", model_digest(model)))
+    write_jsonl_atomic(out / "rollouts.jsonl", rollouts)
     run_offline(cfg)
     dataset = list(read_jsonl(out / "dataset.jsonl"))
     assert len(dataset) == 8  # accuracy 0.5 per prompt; 2 positives and 2 negatives each
@@ -382,7 +386,7 @@ def test_demo_rl_stage_wiring(policy, tmp_path, capsys):
     from s2r.demo import DemoConfig, hard_stage, rl_stage
     from s2r.models.backend import SamplingParams
     from s2r.solve import Settings
-    from s2r.train.base import PLAIN
+    from s2r.tasks.arith.base import PLAIN
 
     cfg = DemoConfig(out=str(tmp_path), quick=True, rl_iterations=1, rl_prompts=2, offline_problems=2, max_tokens=120,
                      batch_size=16, bi_problems=20, screen_problems=8)

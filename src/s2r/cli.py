@@ -22,7 +22,8 @@ from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig
 from s2r.progress import every_from_env
 from s2r.serve import ServeConfig
-from s2r.train.base import BaseConfig
+from s2r.tasks import DataFields
+from s2r.tasks.arith.base import BaseConfig
 from s2r.train.dpo import DPOConfig
 from s2r.train.offline import OfflineConfig
 from s2r.train.rl import RLConfig
@@ -47,24 +48,16 @@ def run_metrics(cfg: MetricsConfig) -> dict:
 
 
 @dataclass
-class DataConfig:
-    name: str = arg(help="benchmark folder name (math500, gsm8k:train, ...) or a JSONL file", positional=True)
+class DataConfig(DataFields):
+    name: str | None = arg(None, help="benchmark folder name (math500, gsm8k:train, arith:train, ...) or a JSONL file; "
+                                      "with --task, its split", positional=True)
     out: str | None = arg(None, help="write the problems as JSONL here (default: print them)")
-    limit: int | None = arg(None, help="keep only the first N problems")
-    data_dir: str | None = arg(None, help="benchmark data directory (default: $S2R_DATA_DIR or ../shared/data)")
-    problem_field: str = arg("problem", help="user JSONL: field with the problem text")
-    gold_field: str = arg("answer", help="user JSONL: field with the gold answer (or a solution with \\boxed{})")
-    id_field: str | None = arg(None, help="user JSONL: field with the id (default: record number)")
-    level_field: str | None = arg(None, help="user JSONL: field with the difficulty level")
-    subject_field: str | None = arg(None, help="user JSONL: field with the subject")
 
 
 def run_data(cfg: DataConfig) -> list:
     from s2r.jsonl import dumps
-    from s2r.tasks import ProblemFields, load_problems
 
-    fields = ProblemFields(cfg.problem_field, cfg.gold_field, cfg.id_field, cfg.level_field, cfg.subject_field)
-    problems = load_problems(cfg.name, data_dir=cfg.data_dir, fields=fields, limit=cfg.limit)
+    problems = cfg.datasets([cfg.name] if cfg.name else None, "math500")[0].problems
     if cfg.out:
         write_jsonl_atomic(cfg.out, (p.as_dict() for p in problems))
         print(f"wrote {len(problems)} problems to {cfg.out}", file=sys.stderr)
@@ -100,7 +93,7 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "rl": (RLConfig, _lazy("s2r.train.rl", "run_rl"), "online RL: outcome-level (ORL) or process-level (PRL) rewards"),
     "dpo": (DPOConfig, _lazy("s2r.train.dpo", "run_dpo"), "preference optimisation (DPO) on pairs of the model's own right and wrong samples"),
     "offline": (OfflineConfig, _lazy("s2r.train.offline", "run_offline"), "offline RL on a fixed model's filtered rollouts"),
-    "base": (BaseConfig, _lazy("s2r.train.base", "run_base"), "train the embedded task's tiny base model from scratch"),
+    "base": (BaseConfig, _lazy("s2r.tasks.arith.base", "run_base"), "train the embedded task's tiny base model from scratch"),
     "demo": (DemoConfig, _lazy("s2r.demo", "run_demo"), "the whole method on the embedded task, on a CPU"),
 }
 

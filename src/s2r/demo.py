@@ -26,7 +26,6 @@ Rows:
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -40,9 +39,10 @@ from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
 from s2r.progress import announce
 from s2r.report import render_report
+from s2r.settings_guard import file_digest, model_digest
 from s2r.solve import Settings
 from s2r.tasks import arith
-from s2r.train.base import PLAIN, BaseConfig, is_trained, train_base
+from s2r.tasks.arith.base import PLAIN, BaseConfig, is_trained, train_base
 
 # Seed 0's base model as `s2r base` trained it (2,400 steps, 51.0% greedy validation accuracy; its
 # base.json has the key of the settings and recipe it was trained with). The demo starts from it, as a
@@ -106,7 +106,7 @@ def base_config(cfg: DemoConfig) -> BaseConfig:
 
 def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dict[str, Path]:
     """sample → verify → build → sft, for the `bi` and `plain-sft` models (each step reuses its output)."""
-    from s2r.data.build import BuildConfig, run_build
+    from s2r.data.build import BuildConfig, NoRecords, run_build
     from s2r.data.verify import VerifyConfig, run_verify
     from s2r.train.sft import SFTConfig, run_sft
 
@@ -121,7 +121,9 @@ def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dic
     models = {}
     for name, kind in (("bi", "s2r"), ("plain-sft", "plain")):
         data = stage / f"{kind}.jsonl"
-        if not run_build(BuildConfig(str(stage / "verified.jsonl"), out=str(data), kind=kind, seed=cfg.seed)):
+        try:
+            run_build(BuildConfig(str(stage / "verified.jsonl"), out=str(data), kind=kind, seed=cfg.seed))
+        except NoRecords:
             print(f"warning: the base model solved none of the {n} training problems in {cfg.bi_samples} samples: "
                   "no BI data, so the bi and plain-sft rows are left out (train the base model longer)", file=sys.stderr)
             return {}
@@ -185,35 +187,26 @@ def tokens_per_problem(records: list[dict]) -> float:
     return compute_metrics(records)["overall"]["eval/tokens_mean"]
 
 
-def fingerprint(model_dir: Path, strategy: str, settings: Settings) -> str:
-    """What a row's trajectories depend on: the model's weights and config, the strategy, the
-    settings, and s2r's code that writes and grades them (ROW_CODE)."""
-    h = hashlib.sha256(f"{strategy}|{settings!r}".encode())
+def code_digest() -> str:
+    """s2r's code that writes and grades a row's trajectories (ROW_CODE)."""
     package = Path(__file__).parent
-    code = sorted(f for name in ROW_CODE for f in ([package / name] if name.endswith(".py") else (package / name).glob("*.py")))
-    for f in code + sorted(Path(model_dir).glob("*.safetensors")) + [Path(model_dir) / "config.json"]:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    return file_digest(sorted(f for name in ROW_CODE for f in ([package / name] if name.endswith(".py")
+                                                               else (package / name).rglob("*.py"))))
 
 
 def run_row(name: str, strategy: str, model_dir: Path, jobs, settings: Settings, out: Path, batch_size: int,
             path: Path | None = None) -> list[dict]:
     """Trajectories of one row, resumable: DIR/rows/NAME.jsonl (or `path`). Trajectories of another
-    model, other settings or other s2r code (PATH.source says whose they are) are discarded, not reused."""
+    model, other settings or other s2r code (PATH.settings.json says whose they are) are discarded,
+    not reused."""
     def backend():
         from s2r.models.hf import TransformersBackend
 
         return TransformersBackend.from_pretrained(str(model_dir), batch_size=batch_size)
 
     path = path or out / "rows" / f"{name}.jsonl"
-    source, fp = path.with_name(path.name + ".source"), fingerprint(model_dir, strategy, settings)
-    if source.exists() and source.read_text() != fp or not source.exists() and path.exists():
-        print(f"{path} holds trajectories of another model, other settings or other s2r code: running {name} again", file=sys.stderr)
-        for stale in (path, path.with_name(path.name + ".partial")):
-            stale.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(source, fp)
-    return solve_resumable(path, jobs, strategy, settings, backend, chunk=batch_size, desc=name)
+    return solve_resumable(path, jobs, strategy, settings, backend, model=model_digest(model_dir), chunk=batch_size,
+                           desc=name, guard={"code": code_digest()}, restart=True)
 
 
 def format_table(rows: list[dict]) -> str:

@@ -15,19 +15,20 @@ from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
 from s2r.progress import Progress
-from s2r.prompts import DEFAULT_REVIEW, DEFAULT_SYSTEM, PromptConfig
-from s2r.solve import STRATEGIES, Settings, solve_problems
-from s2r.tasks import load_problems
+from s2r.prompts import DEFAULT_REVIEW, PromptConfig, PromptFields
+from s2r.settings_guard import guard_output, model_digest
+from s2r.solve import MATH, STRATEGIES, Settings, solve_problems
+from s2r.tasks import DataFields, Task, grading_task
 
 
 @dataclass
-class SolveConfig(MarkerFields, HTTPFields):
+class SolveConfig(MarkerFields, HTTPFields, DataFields, PromptFields):
     out: str = arg(help="solve: trajectories JSONL to write; eval: output folder")
-    data: list[str] = arg(["math500"], help="benchmarks (folder names, name:split) or JSONL files")
+    data: list[str] | None = arg(None, help="benchmarks (folder names, name:split) or JSONL files; with --task, its "
+                                            "splits (default: math500; with --task, its test split)")
     model: str | None = arg(None, help="transformers: model folder; http: served model name (default: the first listed)")
     backend: str = arg("transformers", help="transformers (local folder) or http (OpenAI-compatible server)")
     strategy: str = arg("s2r", help="s2r, single, majority or intrinsic")
-    limit: int | None = arg(None, help="first N problems of each benchmark")
     samples: int = arg(1, help="trajectories per problem (for pass@k, maj@k, and CL/CS estimates)")
     votes: int = arg(4, help="majority: sampled answers per vote")
     max_tokens: int = arg(1024, help="token budget per trajectory")
@@ -35,10 +36,7 @@ class SolveConfig(MarkerFields, HTTPFields):
     temperature: float | None = arg(None, help="sampling temperature (default: 0 = greedy, 0.7 when sampling several)")
     top_p: float = arg(1.0, help="nucleus sampling")
     seed: int = arg(0, help="sampling seed")
-    system: str = arg(DEFAULT_SYSTEM, help="system prompt ('' for none)")
-    template: str = arg("auto", help="prompt template: auto (the tokenizer's chat template if any), chat, plain")
     review_prompt: str = arg(DEFAULT_REVIEW, help="intrinsic: the second user turn")
-    data_dir: str | None = arg(None, help="benchmark data directory")
     tokenizer: str | None = arg(None, help="http: local tokenizer folder, to render its chat template")
     batch_size: int = arg(32, help="transformers: prompts per generate() call")
     device: str = arg("auto", help="transformers: auto, cpu, cuda, cuda:1, ...")
@@ -72,36 +70,49 @@ def make_backend(cfg: SolveConfig):
     raise ValueError(f"backend must be transformers or http, not {cfg.backend!r}")
 
 
-def settings_of(cfg: SolveConfig) -> Settings:
+def model_folder(cfg: SolveConfig) -> str | None:
+    """The local folder whose s2r.json gives the prompt defaults: the model, or (http) the tokenizer."""
+    return cfg.model if cfg.backend == "transformers" else cfg.tokenizer
+
+
+def model_identity(cfg: SolveConfig) -> str:
+    """The model as a trajectories file's settings record it: a local model's digest, or the served name."""
+    if cfg.backend == "transformers" and cfg.model:
+        return model_digest(cfg.model)
+    return f"{cfg.model or '(first listed)'} at {cfg.base_url}"
+
+
+def settings_of(cfg: SolveConfig, task: Task = MATH) -> Settings:
+    """The loop's settings; --system / --template left unset come from the model folder (prompts.py)."""
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
     sampling = cfg.samples > 1 or cfg.strategy == "majority"
     temperature = cfg.temperature if cfg.temperature is not None else (0.7 if sampling else 0.0)
+    prompt = cfg.from_model(model_folder(cfg))
     return Settings(
-        max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, votes=cfg.votes,
+        task=task, max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, votes=cfg.votes,
         params=SamplingParams(max_tokens=cfg.max_tokens, temperature=temperature, top_p=cfg.top_p, seed=cfg.seed),
         fmt=cfg.fmt,
-        prompt=PromptConfig(system=cfg.system, template=cfg.template, review_prompt=cfg.review_prompt),
+        prompt=PromptConfig(system=prompt.system, template=prompt.template, review_prompt=cfg.review_prompt),
     )
-
-
-def benchmark_name(data: str) -> str:
-    path = Path(data)
-    return path.stem if path.suffix == ".jsonl" else data
 
 
 class EndpointErrors(RuntimeError):
     pass
 
 
-def solve_resumable(path, jobs, strategy: str, settings: Settings, backend_factory, *, chunk: int = 64,
-                    grader_timeout: float = 2.0, desc: str | None = None) -> list[dict]:
+def solve_resumable(path, jobs, strategy: str, settings: Settings, backend_factory, *, model: str, chunk: int = 64,
+                    grader_timeout: float = 2.0, desc: str | None = None, guard: dict | None = None,
+                    restart: bool = False) -> list[dict]:
     """Run (benchmark, problem, sample) jobs into a resumable trajectories file and return its records.
 
-    Jobs already in the file are skipped; the backend is made only if work is left. Each chunk's
+    The file's settings (`settings.record(strategy, model)` and `guard`, in PATH.settings.json) must
+    be those it was written with, else it stops (restart: runs again; settings_guard.py). Jobs
+    already in the file are skipped; the backend is made only if work is left. Each chunk's
     sampling seed is settings' seed plus the place of its first job in `jobs`, so a resumed run
     samples what an uninterrupted one would. Failed generations are kept out of the file and raised
     as EndpointErrors (the records that succeeded stay in PATH.partial for the next run)."""
+    guard_output(path, settings.record(strategy, model) | (guard or {}), restart=restart)
     with ResumableJsonl(path) as sink:
         done = {(r["benchmark"], str(r["id"]), r["sample"]) for r in sink.records}
         todo = [(i, j) for i, j in enumerate(jobs) if (j[0], j[1].id, j[2]) not in done]
@@ -133,18 +144,20 @@ def solve_resumable(path, jobs, strategy: str, settings: Settings, backend_facto
 
 def run_solve(cfg: SolveConfig, out_path: str | None = None) -> list[dict]:
     """Write trajectories for every (benchmark, problem, sample); resumes a killed run."""
-    jobs = [(benchmark_name(d), p, s) for d in cfg.data
-            for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit) for s in range(cfg.samples)]
-    return solve_resumable(out_path or cfg.out, jobs, cfg.strategy, settings_of(cfg), lambda: make_backend(cfg),
-                           chunk=cfg.chunk, grader_timeout=cfg.grader_timeout)
+    datasets = cfg.datasets(cfg.data, "math500")
+    jobs = [(d.name, p, s) for d in datasets for p in d.problems for s in range(cfg.samples)]
+    return solve_resumable(out_path or cfg.out, jobs, cfg.strategy, settings_of(cfg, grading_task(datasets)),
+                           lambda: make_backend(cfg), model=model_identity(cfg), chunk=cfg.chunk,
+                           grader_timeout=cfg.grader_timeout)
 
 
 def run_eval(cfg: EvalConfig) -> dict:
     from s2r.report import render_report
 
     out = Path(cfg.out)
+    cfg = cfg.from_model(model_folder(cfg))  # metrics.json and the report say which prompt was used
     records = run_solve(cfg, str(out / "trajectories.jsonl"))
-    runs = {b: [r for r in records if r["benchmark"] == b] for b in dict.fromkeys(benchmark_name(d) for d in cfg.data)}
+    runs = {b: [r for r in records if r["benchmark"] == b] for b in dict.fromkeys(r["benchmark"] for r in records)}
     result = {"benchmarks": {b: compute_metrics(rs) for b, rs in runs.items()}, "config": to_dict(cfg)}
     write_json_atomic(out / "metrics.json", result)
     title = cfg.title or f"{cfg.model or cfg.backend} · strategy {cfg.strategy}"

@@ -27,14 +27,15 @@ Rules:
   decision to open it. `Action.text` is the content: no marker line, no separator.
 - A verification's verdict is its last canonical verdict sentence; with none it is "unparsable"
   (never guessed: METHOD.md [departure]).
-- A solve action's answer is extracted by the one grader's `extract_answer`.
+- A solve action's answer is extracted by the task's `extract` (default: the one grader's
+  `extract_answer`), which `parse` is given.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -168,8 +169,10 @@ def verdict_of(verification: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> str
     return CORRECT if pos_correct > pos_incorrect else INCORRECT
 
 
-def parse(text: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> Parsed:
-    """Split generated text into solve / verify actions with character spans (see module docstring)."""
+def parse(text: str, fmt: TrajectoryFormat = DEFAULT_FORMAT,
+          extract: Callable[[str], str | None] = extract_answer) -> Parsed:
+    """Split generated text into solve / verify actions with character spans (see module docstring);
+    `extract` reads a solve action's answer."""
     marks = list(fmt.marker_re.finditer(text))
     # (span start, content start, kind) per action
     heads: list[tuple[int, int, str]] = [] if marks and marks[0].start() == 0 else [(0, 0, SOLVE)]
@@ -186,7 +189,7 @@ def parse(text: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> Parsed:
         end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
         content = text[content_start:end]
         if kind == SOLVE:
-            actions.append(Action(SOLVE, start, end, content, answer=extract_answer(content)))
+            actions.append(Action(SOLVE, start, end, content, answer=extract(content)))
         else:
             actions.append(Action(VERIFY, start, end, content, verdict=verdict_of(content, fmt)))
     return Parsed(text, tuple(actions))

@@ -7,13 +7,20 @@ template below is used; the embedded task's tiny models are trained on it.
     {system}\\n\\n            (when there is a system prompt)
     Question: {problem}\\n
     Answer:\\n               <- the model writes here
+
+A model folder s2r writes holds `s2r.json`, {"system", "template"}: the prompt it was trained with.
+Commands that render prompts take their --system / --template from it when none is given
+(`PromptFields.from_model`), so the embedded task's plain-template models work with default flags.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from s2r.config import arg
+from s2r.jsonl import DataError, write_json_atomic
 
 DEFAULT_SYSTEM = "Solve the problem step by step. Put the final answer in \\boxed{}."
 
@@ -32,6 +39,44 @@ class PromptConfig:
     assistant_format: str = arg("{content}\n\n", help="plain template: a finished assistant turn")
     system_format: str = arg("{content}\n\n", help="plain template: the system prompt")
     review_prompt: str = arg(DEFAULT_REVIEW, help="intrinsic strategy: the second user turn")
+
+
+MODEL_PROMPT = "s2r.json"  # in a model folder: the prompt settings it was trained with
+
+
+def write_model_prompt(model_dir: str | Path, prompt: PromptConfig) -> None:
+    write_json_atomic(Path(model_dir) / MODEL_PROMPT, {"system": prompt.system, "template": prompt.template})
+
+
+def model_prompt(model_dir: str | Path | None) -> dict[str, str]:
+    """{"system", "template"} of a model folder's s2r.json; {} when it has none."""
+    path = Path(model_dir) / MODEL_PROMPT if model_dir else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError as e:
+        raise DataError(f"{path}: malformed JSON: {e}") from None
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(k, ""), str) for k in ("system", "template")):
+        raise DataError(f"{path}: expected {{\"system\": str, \"template\": str}}")
+    return {k: saved[k] for k in ("system", "template") if k in saved}
+
+
+@dataclass(kw_only=True)
+class PromptFields:
+    """--system / --template of the commands that render prompts; None = the model folder's
+    s2r.json, else DEFAULT_SYSTEM and auto (`from_model`)."""
+
+    system: str | None = arg(None, help="system prompt ('' for none; default: the model folder's s2r.json, else "
+                                        "the standard one: solve step by step, answer in \\boxed{})")
+    template: str | None = arg(None, help="prompt template: auto (the tokenizer's chat template if any), chat, plain "
+                                          "(default: the model folder's s2r.json, else auto)")
+
+    def from_model(self, model_dir: str | Path | None, system: str = DEFAULT_SYSTEM, template: str = "auto"):
+        """This config with the settings left None taken from the model folder, else these defaults."""
+        saved = model_prompt(model_dir)
+        return replace(self, system=self.system if self.system is not None else saved.get("system", system),
+                       template=self.template if self.template is not None else saved.get("template", template))
 
 
 def messages_for(problem: str, cfg: PromptConfig) -> list[dict[str, str]]:

@@ -25,12 +25,12 @@ from pathlib import Path
 
 from s2r.config import arg
 from s2r.models.backend import Completion, SamplingParams
-from s2r.prompts import PromptConfig, render_prompt
+from s2r.prompts import PromptConfig, PromptFields, render_prompt
 from s2r.serve_schema import ChatRequest, CompletionRequest, error_body, validation_error_body
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(PromptFields):
     model: str = arg(help="model folder (save_pretrained layout)", positional=True)
     host: str = arg("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = arg(8000, help="port (0 = any free port)")
@@ -97,7 +97,8 @@ class Server:
         self.cfg, self.backend = cfg, backend
         self.name = cfg.served_name or Path(cfg.model).resolve().name
         self.batcher = Batcher(backend, cfg.batch_size, cfg.batch_wait_ms / 1000)
-        self.chat_prompt = PromptConfig(system="", template="auto")
+        own = cfg.from_model(cfg.model, system="", template="auto")  # the model folder's s2r.json, else none and auto
+        self.chat_prompt = PromptConfig(system=own.system, template=own.template)
         # a copy for request threads (a fast tokenizer must not be used by two threads at once; the
         # batcher thread owns the backend's), used under a lock
         self.tokenizer, self.lock = copy.deepcopy(backend.tokenizer), threading.Lock()
@@ -131,6 +132,8 @@ class Server:
         with self.lock:
             if isinstance(req, ChatRequest):
                 messages = [m.model_dump() for m in req.messages]
+                if self.chat_prompt.system and messages[0]["role"] != "system":
+                    messages = [{"role": "system", "content": self.chat_prompt.system}, *messages]
                 try:
                     prompts = [render_prompt(messages, self.chat_prompt, self.tokenizer)]
                 except Exception as e:  # a chat template may refuse a conversation (jinja's raise_exception)

@@ -31,14 +31,16 @@ and returns trajectory records in the schema of metrics.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from s2r.format import CORRECT, INCORRECT, SOLVE, Action, TrajectoryFormat, parse
-from s2r.grader import Grader, extract_answer
+from s2r.grader import Grader
 from s2r.metrics import vote
 from s2r.models.backend import Backend, Completion, SamplingParams
 from s2r.prompts import PromptConfig, messages_for, render_prompt
-from s2r.tasks import Problem
+from s2r.tasks.task import Problem, Task
+
+MATH = Task()  # the default task behaviour: answers in \boxed{}, graded by the math grader
 
 
 @dataclass
@@ -59,6 +61,14 @@ class Settings:
     params: SamplingParams = SamplingParams()
     fmt: TrajectoryFormat = TrajectoryFormat()
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    task: Task = MATH  # reads (extract) and grades the attempts' answers
+
+    def record(self, strategy: str, model: str) -> dict:
+        """These settings as a flat, readable dict (settings_guard: what a trajectories file was written with)."""
+        p = self.params
+        return {"model": model, "strategy": strategy, "task": repr(self.task), "max_tokens": self.max_tokens,
+                "max_attempts": self.max_attempts, "votes": self.votes, "temperature": p.temperature, "top_p": p.top_p,
+                "seed": p.seed, "stop": list(p.stop), **asdict(self.prompt), **asdict(self.fmt)}
 
 
 # ----------------------------------------------------------------------------------- s2r
@@ -122,10 +132,11 @@ def loop_written(record: dict) -> list[tuple[int, int]]:
     return [(m[0], m[1]) for m in record.get("loop_markers", [])]
 
 
-def attempts_of(text: str, fmt: TrajectoryFormat) -> list[dict]:
-    """[{"answer", "verdict"}] per attempt: each solve action and the verification after it."""
+def attempts_of(text: str, fmt: TrajectoryFormat, extract=MATH.extract) -> list[dict]:
+    """[{"answer", "verdict"}] per attempt: each solve action (its answer by `extract`) and the
+    verification after it."""
     out: list[dict] = []
-    for a in parse(text, fmt).actions:
+    for a in parse(text, fmt, extract).actions:
         if a.kind == SOLVE:
             out.append({"answer": a.answer, "verdict": None})
         elif out and out[-1]["verdict"] is None:
@@ -174,7 +185,7 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
                 markers[i].append([start, len(texts[i]), "cut" if start < full else "eos", kind])
                 still.append(i)
         active = still
-    return [Rollout(texts[i], attempts_of(texts[i], s.fmt), tokens[i], truncated[i], errors[i],
+    return [Rollout(texts[i], attempts_of(texts[i], s.fmt, s.task.extract), tokens[i], truncated[i], errors[i],
                     {"stopped": stopped[i], "loop_markers": markers[i]}) for i in range(n)]
 
 
@@ -191,25 +202,25 @@ def _single_params(backend: Backend, s: Settings) -> SamplingParams:
                    include_stop=s.params.include_stop or keeps)
 
 
-def _one_attempt(c: Completion, fmt: TrajectoryFormat) -> Rollout:
+def _one_attempt(c: Completion, s: Settings) -> Rollout:
     """The first attempt of a completion: its text up to a verify marker, or up to its answer line
     where a check follows it without the marker (unmarked_check); such an attempt is complete, not
     truncated. Every generated token counts."""
     if c.finish_reason == "error":
         return Rollout("", [], error=c.error)
     text, truncated = c.text, c.finish_reason == "length"
-    first = parse(text, fmt).actions[0]
+    first = parse(text, s.fmt, s.task.extract).actions[0]
     if first.kind == SOLVE:
-        end = unmarked_check(text, first, fmt)
+        end = unmarked_check(text, first, s.fmt)
         end = first.end if end is None else end
         if end < len(text):
             text, truncated = text[:end], False
-    return Rollout(text, [{"answer": extract_answer(text), "verdict": None}], c.num_tokens, truncated)
+    return Rollout(text, [{"answer": s.task.extract(text), "verdict": None}], c.num_tokens, truncated)
 
 
 def run_single(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
     outs = backend.complete(render_all(backend, conversations, s), _single_params(backend, s))
-    return [_one_attempt(c, s.fmt) for c in outs]
+    return [_one_attempt(c, s) for c in outs]
 
 
 def run_majority(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
@@ -217,7 +228,7 @@ def run_majority(backend: Backend, conversations: Sequence[list[dict]], s: Setti
     outs = backend.complete([p for p in prompts for _ in range(k)], _single_params(backend, s))
     rollouts = []
     for i in range(len(prompts)):
-        samples = [_one_attempt(c, s.fmt) for c in outs[i * k : (i + 1) * k]]
+        samples = [_one_attempt(c, s) for c in outs[i * k : (i + 1) * k]]
         failed = [r.error for r in samples if r.error]
         if failed:
             rollouts.append(Rollout("", [], error=failed[0]))
@@ -246,7 +257,7 @@ def run_intrinsic(backend: Backend, conversations: Sequence[list[dict]], s: Sett
             rollouts.append(Rollout("", [], error=r1.error or c.error))
             continue
         a1 = r1.attempts[0]["answer"]
-        a2 = extract_answer(c.text)
+        a2 = s.task.extract(c.text)
         rollouts.append(Rollout(
             f"{r1.text.strip()}\n---\n{c.text}",
             [{"answer": a1, "verdict": None}, {"answer": a2 if a2 is not None else a1, "verdict": None}],
@@ -279,7 +290,7 @@ def solve_problems(
     conversations = [messages_for(p.problem, s.prompt) for _, p, _ in jobs]
     rollouts = STRATEGIES[strategy](backend, conversations, s)
     ok = [(job, r) for job, r in zip(jobs, rollouts) if r.error is None]
-    grades = iter(grader.grade_answers([(a["answer"], job[1].gold) for job, r in ok for a in r.attempts]))
+    grades = iter(s.task.grade_many([(a["answer"], job[1].gold) for job, r in ok for a in r.attempts], grader))
     records = []
     for (bench, p, sample), r in ok:
         attempts = []

@@ -31,6 +31,10 @@ from s2r.jsonl import read_jsonl, write_jsonl_atomic
 KINDS = ("s2r", "plain")
 
 
+class NoRecords(ValueError):
+    """No problem yields a record."""
+
+
 @dataclass
 class BuildConfig(MarkerFields):
     verified: str = arg(help="verified JSONL (from `s2r verify`)", positional=True)
@@ -90,9 +94,12 @@ def run_build(cfg: BuildConfig) -> list[dict]:
             dropped[result] += 1
         else:
             records.append(result)
+    summary = f"{len(groups)} problems -> {len(records)} {cfg.kind} records" + "".join(f"; {n} {why}" for why, n in dropped.items())
+    if not records:
+        raise NoRecords(f"{cfg.verified}: no SFT records ({summary}): no problem has a verified-correct attempt; "
+                        "did `s2r sample` score 0% (a wrong prompt template)?")
     write_jsonl_atomic(cfg.out, records)
-    print(f"{len(groups)} problems -> {len(records)} {cfg.kind} records"
-          + "".join(f"; {n} {why}" for why, n in dropped.items()))
+    print(summary)
     shapes = Counter(r["wrong_attempts"] for r in records)
     for m in sorted(shapes):
         shape = " + ".join(["wrong·incorrect"] * m + ["correct·correct"]) if cfg.kind == "s2r" else "correct attempt"

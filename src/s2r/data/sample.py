@@ -6,10 +6,11 @@ The output is a trajectories file (the schema of `s2r solve`, strategy `single`)
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from s2r.config import arg
-from s2r.evaluate import SolveConfig, run_solve
+from s2r.evaluate import SolveConfig, run_solve, settings_of
 
 
 @dataclass
@@ -26,4 +27,9 @@ def run_sample(cfg: SampleConfig) -> list[dict]:
     records = run_solve(cfg)
     correct = sum(r["attempts"][0]["grade"] == "correct" for r in records)
     print(f"{len(records)} attempts, {correct} correct ({correct / max(1, len(records)):.1%}); wrote {cfg.out}")
+    if records and not correct:
+        prompt = settings_of(cfg).prompt
+        print(f"warning: none of the {len(records)} attempts is correct, so `s2r build` will have no data: is the prompt "
+              f"the one the model was trained with (--system {prompt.system!r} --template {prompt.template})? "
+              "Or are the problems too hard for it?", file=sys.stderr)
     return records

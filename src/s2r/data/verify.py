@@ -3,6 +3,8 @@
 Teachers (METHOD.md §2, step 2):
 
 - `arith`: the embedded task's programmatic verifiers (`--style confirmative` or `problem-solving`).
+- `task`: a task's own `teacher(problem, answer)` (tasks/task.py): `--task FILE.py:CLASS`'s, else
+  the task each record's benchmark names (`arith:train` -> arith, whose teacher is its confirmative check).
 - `http`: any LLM behind an OpenAI-compatible endpoint, asked by `CONFIRMATIVE_PROMPT` (or
   `PROBLEM_SOLVING_PROMPT`, or your own `--prompt-file` with {problem}, {answer}, {solution},
   {correct_sentence} and {incorrect_sentence}) to check the answer and end with a verdict sentence.
@@ -10,6 +12,8 @@ Teachers (METHOD.md §2, step 2):
 Every verification lands in a persistent cache (`--cache`, JSONL) keyed by teacher, style, problem and
 answer, so a re-run, or a later run on overlapping data, asks the teacher nothing twice. Endpoint
 failures are not written and not cached: they are counted, reported, and retried by the next run.
+An output written from other attempts or with another teacher, style or format (OUT.settings.json) is
+rebuilt, from the cache.
 
 Output: one record per distinct (problem, answer): the problem's fields, the answer, its grade, one
 attempt text that gave it (`solution`), how many of the problem's `samples` gave it (`count`), how
@@ -23,7 +27,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from s2r.config import arg, cache_root
@@ -34,7 +38,8 @@ from s2r.metrics import answer_key
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
 from s2r.progress import Progress
-from s2r.tasks import arith
+from s2r.settings_guard import file_digest, guard_output
+from s2r.tasks import TASKS, arith, load_task
 
 CONFIRMATIVE_PROMPT = """\
 Here is a math problem and a proposed final answer.
@@ -71,7 +76,10 @@ PROMPTS = {"confirmative": CONFIRMATIVE_PROMPT, "problem-solving": PROBLEM_SOLVI
 class VerifyConfig(MarkerFields, HTTPFields):
     attempts: str = arg(help="sampled attempts JSONL (from `s2r sample`)", positional=True)
     out: str = arg(help="verified JSONL to write: one record per distinct (problem, answer)")
-    teacher: str = arg("arith", help="arith (the embedded task's programmatic verifier) or http (an LLM endpoint)")
+    teacher: str = arg("arith", help="arith (the embedded task's programmatic verifier), task (a task's own teacher) "
+                                     "or http (an LLM endpoint)")
+    task: str | None = arg(None, help="--teacher task: your task, FILE.py:CLASS or MODULE:CLASS (default: the task of "
+                                      "each record's benchmark)")
     style: str = arg("confirmative", help="confirmative or problem-solving")
     prompt_file: str | None = arg(None, help="http: your own prompt ({problem}, {answer}, {solution}, {correct_sentence}, {incorrect_sentence})")
     cache: str | None = arg(None, help="verification cache JSONL (default $S2R_CACHE/verifications.jsonl or ~/.cache/s2r/...)")
@@ -99,6 +107,32 @@ class ArithTeacher:
             except ValueError:
                 raise ValueError(f"the arith teacher checks only the embedded task's problems, not {it['problem'][:60]!r}") from None
             out.append((self.check(it["problem"], it["answer"], self.fmt), None))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class TaskTeacher:
+    """A task's own teacher(problem, answer): --task's, else that of each record's benchmark (TASKS)."""
+
+    def __init__(self, spec: str | None):
+        self.own = load_task(spec) if spec else None
+        self.id = f"task:{self.own.name if self.own else 'of each benchmark'}"
+
+    def verify(self, items: list[dict]) -> list[tuple[str | None, str | None]]:
+        out = []
+        for it in items:
+            task = self.own
+            if task is None:
+                base = str(it["benchmark"]).partition(":")[0]
+                if base not in TASKS:
+                    raise ValueError(f"benchmark {it['benchmark']!r} names no task: give --task FILE.py:CLASS")
+                task = TASKS[base](None)
+            text = task.teacher(it["problem"], it["answer"])
+            if not isinstance(text, str):
+                raise ValueError(f"task {task.name!r} has no teacher (its teacher() gave {text!r}): choose --teacher http")
+            out.append((text, None))
         return out
 
     def close(self) -> None:
@@ -145,9 +179,11 @@ def make_teacher(cfg: VerifyConfig):
         raise ValueError(f"style must be confirmative or problem-solving, not {cfg.style!r}")
     if cfg.teacher == "arith":
         return ArithTeacher(cfg.style, cfg.fmt)
+    if cfg.teacher == "task":
+        return TaskTeacher(cfg.task)
     if cfg.teacher == "http":
         return HTTPTeacher(cfg)
-    raise ValueError(f"teacher must be arith or http, not {cfg.teacher!r}")
+    raise ValueError(f"teacher must be arith, task or http, not {cfg.teacher!r}")
 
 
 # ----------------------------------------------------------------------------------- cache and items
@@ -221,6 +257,8 @@ def run_verify(cfg: VerifyConfig) -> dict:
     cache = VerificationCache(cfg.cache or cache_root() / "verifications.jsonl")
     errors: list[str] = []
     try:
+        guard_output(cfg.out, {"attempts": file_digest([Path(cfg.attempts)]), "teacher": teacher.id, "style": cfg.style,
+                               **asdict(fmt)}, restart=True)
         with ResumableJsonl(cfg.out) as sink:
             done = {(r["benchmark"], str(r["id"]), answer_key(r["answer"])) for r in sink.records}
             todo = [it for it in items if (it["benchmark"], str(it["id"]), answer_key(it["answer"])) not in done]

@@ -1,8 +1,9 @@
-"""Benchmark loaders: every source becomes a list of `Problem(id, problem, gold, level?, subject?)`.
+"""Benchmark tasks: every source becomes a list of `Problem(id, problem, gold, level?, subject?)`.
 
 A benchmark is named by its folder in the data directory (`math500`, `gsm8k:train` for another
-split) or by the path of a JSONL file whose field names you give (`ProblemFields`). Gold answers are
-normalised here, once, to the form the grader compares (see each `_row_*` function and the README).
+split; `Benchmark`) or by the path of a JSONL file (`JsonlProblems`: its field names are
+`ProblemFields`, and files s2r writes need none). Gold answers are normalised here, once, to the form
+the grader compares (see each `_row_*` function and the README).
 
 The data directory is, in order: the `data_dir` argument (`--data-dir`), `$S2R_DATA_DIR`,
 `./shared/data`, `../shared/data`, or `shared/data` beside this repository's checkout.
@@ -14,26 +15,15 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from s2r.grader import last_boxed
 from s2r.jsonl import DataError, iter_jsonl
+from s2r.tasks.task import Problem, Task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    problem: str
-    gold: str
-    level: int | None = None
-    subject: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 # ----------------------------------------------------------------------------------- gold answers
@@ -165,11 +155,14 @@ BENCHMARKS: dict[str, Source] = {
 
 @dataclass(frozen=True)
 class ProblemFields:
-    """Field names of a user JSONL file. `gold` may hold a bare answer, a number, or a solution whose
-    last `\\boxed{}` is the answer. Without an `id` field the line number (from 1) is the id."""
+    """Field names of a JSONL file. `gold` may hold a bare answer, a number, or a solution whose last
+    `\\boxed{}` is the answer. A field left None is found by its usual name: the gold answer in `gold`,
+    else `answer` (what `s2r data` and `s2r hard` write); the id in `id`, else the line number (from
+    1); `level`, `subject`. Records repeated with the same id, problem and gold (the samples of a
+    trajectories file) are one problem."""
 
     problem: str = "problem"
-    gold: str = "answer"
+    gold: str | None = None
     id: str | None = None
     level: str | None = None
     subject: str | None = None
@@ -186,12 +179,15 @@ def _gold_from_value(value: Any) -> str:
 
 def _user_row(fields: ProblemFields) -> Row:
     def row(r, i):
-        out = dict(id=str(r[fields.id]) if fields.id else str(i + 1), problem=r[fields.problem],
-                   gold=_gold_from_value(r[fields.gold]))
-        if fields.level and r.get(fields.level) is not None:
-            out["level"] = _level(r[fields.level])
-        if fields.subject and r.get(fields.subject) is not None:
-            out["subject"] = str(r[fields.subject])
+        gold = fields.gold or ("gold" if "gold" in r else "answer")
+        id_field = fields.id or ("id" if "id" in r else None)
+        out = dict(id=str(r[id_field]) if id_field else str(i + 1), problem=r[fields.problem],
+                   gold=_gold_from_value(r[gold]))
+        level, subject = fields.level or "level", fields.subject or "subject"
+        if r.get(level) is not None:
+            out["level"] = _level(r[level])
+        if r.get(subject) is not None:
+            out["subject"] = str(r[subject])
         return out
 
     return row
@@ -220,10 +216,10 @@ def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
     )
 
 
-def _load_file(path: Path, row: Row) -> list[Problem]:
+def load_file(path: Path, row: Row) -> list[Problem]:
     """Problems of one file. Records whose gold answer is empty cannot be graded: they are left out
     with a warning that names their lines (gaokao2023en has two)."""
-    problems, seen, no_gold = [], set(), []
+    problems, seen, no_gold = [], {}, []
     for i, (lineno, record) in enumerate(iter_jsonl(path)):
         try:
             p = Problem(**row(record, i))
@@ -236,8 +232,10 @@ def _load_file(path: Path, row: Row) -> list[Problem]:
             no_gold.append(lineno)
             continue
         if p.id in seen:
+            if seen[p.id] == (p.problem, p.gold):  # another sample of the same problem
+                continue
             raise DataError(f"{path}:{lineno}: duplicate id {p.id!r}")
-        seen.add(p.id)
+        seen[p.id] = (p.problem, p.gold)
         problems.append(p)
     if no_gold:
         log.warning("%s: left out %d problems with an empty gold answer (lines %s)",
@@ -245,28 +243,25 @@ def _load_file(path: Path, row: Row) -> list[Problem]:
     return problems
 
 
-def load_problems(
-    name: str,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    fields: ProblemFields | None = None,
-    limit: int | None = None,
-) -> list[Problem]:
-    """Problems of a benchmark (`"math500"`, `"gsm8k:train"`), of the embedded task (`"arith"`,
-    `"arith:train"`, `"arith:val:7"`: split, then task seed) or of a JSONL file path."""
-    base, _, split = name.partition(":")
-    if base == "arith":  # the embedded task: generated, not read
-        from s2r.tasks import arith
+class Benchmark(Task):
+    """A benchmark of the data directory, graded by the math grader."""
 
-        return arith.load(name, limit)
-    if base in BENCHMARKS:
-        source = BENCHMARKS[base]
-        split = split or next(iter(source.files))
-        if split not in source.files:
-            raise ValueError(f"{base} has no split {split!r}; splits: {', '.join(source.files)}")
-        problems = _load_file(find_data_dir(data_dir) / source.files[split], source.row)
-    elif Path(name).is_file():
-        problems = _load_file(Path(name), _user_row(fields or ProblemFields()))
-    else:
-        raise ValueError(f"unknown benchmark {name!r}: not a file, and not one of {', '.join(BENCHMARKS)}")
-    return problems[:limit] if limit is not None else problems
+    def __init__(self, name: str, source: Source, data_dir: str | os.PathLike | None = None):
+        self.name, self.source, self.data_dir = name, source, data_dir
+        self.default_split = next(iter(source.files))
+
+    def problems(self, split: str) -> list[dict]:
+        if split not in self.source.files:
+            raise ValueError(f"{self.name} has no split {split!r}; splits: {', '.join(self.source.files)}")
+        return [p.as_dict() for p in load_file(find_data_dir(self.data_dir) / self.source.files[split], self.source.row)]
+
+
+class JsonlProblems(Task):
+    """A JSONL file of problems (its one split is the file), graded by the math grader."""
+
+    def __init__(self, path: Path, fields: ProblemFields | None = None):
+        self.path, self.fields = path, fields or ProblemFields()
+        self.name = self.default_split = path.stem
+
+    def problems(self, split: str) -> list[dict]:
+        return [p.as_dict() for p in load_file(self.path, _user_row(self.fields))]

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2r.config import arg
-from s2r.prompts import DEFAULT_SYSTEM
+from s2r.prompts import PromptConfig, PromptFields, write_model_prompt
 
 STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass(kw_only=True)
-class TrainFields:
+class TrainFields(PromptFields):
     """Fields of every training command (`cfg.model` and `cfg.kl_coef` come from the command)."""
 
     micro_batch_size: int = arg(8, help="sequences per forward pass and process (gradient accumulation)")
@@ -26,8 +26,6 @@ class TrainFields:
     lora_dropout: float = arg(0.0, help="LoRA dropout")
     lora_targets: list[str] = arg(["all-linear"], help="LoRA target modules")
     bf16: str = arg("auto", help="bf16 autocast: auto (on GPUs that support it), on, off")
-    system: str = arg(DEFAULT_SYSTEM, help="system prompt ('' for none), as at inference")
-    template: str = arg("auto", help="prompt template: auto, chat, plain (as at inference)")
     device: str = arg("auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda")
     threads: int = arg(0, help="torch CPU threads per process (0 = cores / processes)")
     tensorboard: bool = arg(True, help="also log to OUT/tb (needs the tensorboard package)")
@@ -312,3 +310,4 @@ def save_model(model, tokenizer, cfg: TrainFields, out: Path, dist_: Distributed
         model = model.merge_and_unload()
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
+    write_model_prompt(out / "model", PromptConfig(system=cfg.system, template=cfg.template))

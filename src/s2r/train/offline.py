@@ -29,6 +29,7 @@ from pathlib import Path
 
 from s2r.config import arg
 from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat
+from s2r.tasks import DataFields
 from s2r.train.advantages import (
     CONTEXTS,
     Step,
@@ -49,11 +50,10 @@ class NoOfflineData(ValueError):
 
 
 @dataclass
-class OfflineConfig(TrainFields, MarkerFields):
+class OfflineConfig(TrainFields, MarkerFields, DataFields):
     model: str = arg(help="the fixed model: it samples the rollouts, and is the behaviour policy and KL reference", positional=True)
-    data: list[str] = arg(["arith:train"], help="problem sets: benchmarks (name, name:split) or JSONL files")
-    limit: int | None = arg(None, help="first N problems of each set")
-    data_dir: str | None = arg(None, help="benchmark data directory")
+    data: list[str] | None = arg(None, help="problem sets: benchmarks (name, name:split) or JSONL files; with --task, "
+                                            "its splits (default: arith:train)")
     level: str = arg("process", help="outcome (one part per rollout) or process (one part per action)")
     out: str = arg("runs/offline", help="output folder: rollouts.jsonl, dataset.jsonl, model/, log.jsonl, offline.json")
     samples: int = arg(8, help="N, rollouts per prompt")
@@ -81,7 +81,7 @@ class OfflineConfig(TrainFields, MarkerFields):
 
     def key(self, rollouts_digest: str) -> str:
         """What determines the trained weights: the settings and the rollouts."""
-        skip = ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size")
+        skip = ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size", *self.loading_options())
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, rollouts_digest], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -205,26 +205,39 @@ def dataset_advantages(kept: list[Kept], level: str, group_by: str, context: str
 # ----------------------------------------------------------------------------------- the command
 
 
+def rollout_settings(cfg: OfflineConfig, task):
+    """The settings the fixed model samples its rollouts with (cfg's prompt already resolved)."""
+    from s2r.models.backend import SamplingParams
+    from s2r.prompts import PromptConfig
+    from s2r.solve import Settings
+
+    return Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, task=task,
+                    prompt=PromptConfig(system=cfg.system, template=cfg.template),
+                    params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed))
+
+
 def run_offline(cfg: OfflineConfig) -> Path:
     import torch
 
-    from s2r.evaluate import benchmark_name, solve_resumable
+    from s2r.evaluate import solve_resumable
     from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
-    from s2r.models.backend import SamplingParams
     from s2r.models.hf import TransformersBackend
     from s2r.prompts import PromptConfig, messages_for, render_prompt
-    from s2r.solve import Settings, loop_written
-    from s2r.tasks import load_problems
+    from s2r.settings_guard import model_digest
+    from s2r.solve import loop_written
+    from s2r.tasks import grading_task
     from s2r.train.batching import encode_parts
     from s2r.train.common import Distributed, RunLog, checkpoint, finished, load_models, read_log, resume, save_model, wrap_ddp
     from s2r.train.ppo import Rollout, rl_accumulate, score_tokens
     from s2r.train.sharding import clip_grads, lockstep
 
     cfg.check()
+    cfg = cfg.from_model(cfg.model)
     out = Path(cfg.out)
-    problems = [(benchmark_name(d), p) for d in cfg.data for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit)]
+    datasets = cfg.datasets(cfg.data, "arith:train")
+    problems = [(d.name, p) for d in datasets for p in d.problems]
     if not problems:
-        raise ValueError(f"no problems in {', '.join(cfg.data)}")
+        raise ValueError(f"no problems in {', '.join(d.name for d in datasets)}")
     dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
@@ -232,10 +245,10 @@ def run_offline(cfg: OfflineConfig) -> Path:
         # 1. rollouts (process 0 samples; the others wait)
         rollouts_path = out / "rollouts.jsonl"
         if dist_.main:
-            settings = Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, prompt=prompt_cfg,
-                                params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed))
+            settings = rollout_settings(cfg, grading_task(datasets))
             jobs = [(b, p, k) for b, p in problems for k in range(cfg.samples)]
             solve_resumable(rollouts_path, jobs, "s2r", settings, desc="offline rollouts", chunk=cfg.generation_batch_size,
+                            model=model_digest(cfg.model),
                             backend_factory=lambda: TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.generation_batch_size,
                                                                                         device=str(dist_.device)))
         dist_.barrier()

@@ -41,6 +41,7 @@ from s2r.format import SOLVE, MarkerFields, parse
 from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic, write_jsonl_atomic
 from s2r.solve import loop_written
+from s2r.tasks import DataFields
 from s2r.train.advantages import (
     ADVANTAGES,
     BASELINES,
@@ -69,9 +70,10 @@ LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr"
 
 
 @dataclass
-class RLConfig(TrainFields, MarkerFields):
+class RLConfig(TrainFields, MarkerFields, DataFields):
     model: str = arg(help="starting model folder (the behaviour-initialised model; also the KL reference)", positional=True)
-    data: list[str] = arg(["arith:train"], help="problem sets: benchmarks (name, name:split) or JSONL files")
+    data: list[str] | None = arg(None, help="problem sets: benchmarks (name, name:split) or JSONL files; with --task, "
+                                            "its splits (default: arith:train)")
     level: str = arg("process", help="outcome (ORL: RLOO, one part per rollout) or process (PRL: one part per action)")
     out: str = arg("runs/rl", help="output folder: model/, ckpt.pt, log.jsonl, tb/, rl.json")
     iterations: int = arg(100, help="rollout-and-update iterations")
@@ -96,8 +98,6 @@ class RLConfig(TrainFields, MarkerFields):
                                  "1: a check is credited with the re-solve it leads to)")
     mixed_only: bool = arg(False, help="train only on prompt groups whose final answers are not all right or all "
                                        "wrong (DAPO's dynamic sampling): the others have RLOO advantage 0")
-    limit: int | None = arg(None, help="first N problems of each set")
-    data_dir: str | None = arg(None, help="benchmark data directory")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     seed: int = arg(0, help="seed of the prompt order and of sampling")
     ckpt_every: int = arg(10, help="iterations between checkpoints")
@@ -107,7 +107,7 @@ class RLConfig(TrainFields, MarkerFields):
     def key(self, data_digest: str) -> str:
         """What determines the trained weights (not where they go or how fast)."""
         skip = ("out", "iterations", "ckpt_every", "device", "threads", "tensorboard", "generation_batch_size",
-                "save_rollouts")
+                "save_rollouts", *self.loading_options())
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -208,25 +208,26 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
 def run_rl(cfg: RLConfig) -> Path:
     import torch
 
-    from s2r.evaluate import benchmark_name
     from s2r.grader import Grader
     from s2r.metrics import compute_metrics
     from s2r.models.backend import SamplingParams
     from s2r.models.hf import TransformersBackend
     from s2r.prompts import PromptConfig, messages_for, render_prompt
     from s2r.solve import Settings, solve_problems
-    from s2r.tasks import load_problems
+    from s2r.tasks import grading_task
 
     from s2r.train.sharding import clip_grads, lockstep, unsharded
 
     cfg.check()
+    cfg = cfg.from_model(cfg.model)
     dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
         out = Path(cfg.out)
-        problems = [(benchmark_name(d), p) for d in cfg.data for p in load_problems(d, data_dir=cfg.data_dir, limit=cfg.limit)]
+        datasets = cfg.datasets(cfg.data, "arith:train")
+        problems = [(d.name, p) for d in datasets for p in d.problems]
         if not problems:
-            raise ValueError(f"no problems in {', '.join(cfg.data)}")
+            raise ValueError(f"no problems in {', '.join(d.name for d in datasets)}")
         digest = hashlib.sha256(json.dumps([(b, p.problem, p.gold) for b, p in problems]).encode()).hexdigest()
         key = cfg.key(digest)
         info_path = out / "rl.json"
@@ -255,6 +256,7 @@ def run_rl(cfg: RLConfig) -> Path:
                 mine = iteration_prompts(len(problems), cfg.prompts, iteration, cfg.seed)[dist_.rank :: dist_.world]
                 jobs = [(problems[i][0], problems[i][1], k) for i in mine for k in range(cfg.samples)]
                 settings = Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, prompt=prompt_cfg,
+                                    task=grading_task(datasets),
                                     params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                                                           seed=cfg.seed * 1_000_003 + iteration * 1009 + dist_.rank))
                 model.eval()

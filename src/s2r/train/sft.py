@@ -156,6 +156,7 @@ def run_sft(cfg: SFTConfig) -> Path:
 
     from s2r.train.sharding import clip_grads, lockstep, memory_bytes
 
+    cfg = cfg.from_model(cfg.model)
     dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))

@@ -29,6 +29,9 @@ the answer by long division and compares.
 Splits are disjoint by construction: a problem belongs to a split by a hash of its text and the task
 seed. `base` (40%) trains the base model, `train` (35%, problems the base model never saw) is where
 behaviour initialisation and RL sample, `val` (5%) stops base training, `test` (20%) is evaluated.
+
+`ArithTask` is the task as `--data arith:SPLIT` loads it; the recipe of its base model (`s2r base`)
+is in base.py beside this file.
 """
 
 import hashlib
@@ -37,7 +40,7 @@ from collections.abc import Iterator
 from functools import cache
 
 from s2r.format import DEFAULT_FORMAT, TrajectoryFormat
-from s2r.tasks.benchmarks import Problem
+from s2r.tasks.task import Problem, Task
 
 DIVISORS, QUOTIENTS = range(2, 10), range(10, 1000)
 LEVELS = {1: (2, 5), 2: (3, 9), 3: (4, 6), 4: (7,), 5: (8,)}  # level -> its divisors
@@ -90,12 +93,18 @@ def generate(split: str = "test", n: int | None = None, seed: int = 0) -> Iterat
                       subject="division")
 
 
-def load(name: str, limit: int | None = None) -> list[Problem]:
-    """`arith`, `arith:train`, `arith:val:7` (split, then task seed)."""
-    parts = name.split(":")
-    split = parts[1] if len(parts) > 1 and parts[1] else "test"
-    seed = int(parts[2]) if len(parts) > 2 else 0
-    return list(generate(split, limit, seed))
+class ArithTask(Task):
+    """The embedded task (`--data arith:train`, `arith:val:7`: split, then task seed), graded by the
+    math grader; its teacher is the confirmative check."""
+
+    name = "arith"
+
+    def problems(self, split: str) -> list[dict]:
+        name, _, seed = split.partition(":")
+        return [p.as_dict() for p in generate(name, None, int(seed or 0))]
+
+    def teacher(self, problem: str, answer: str) -> str | None:
+        return confirmative_check(problem, answer)
 
 
 # ----------------------------------------------------------------------------------- texts
@@ -186,15 +195,6 @@ def problem_solving_check(problem: str, answer: str, fmt: TrajectoryFormat = DEF
 
 
 VERIFIERS = {"confirmative": confirmative_check, "problem-solving": problem_solving_check}
-
-# The fixed wording of the task's texts, one token each in the base model's tokenizer (digits stay
-# single characters): sequences get shorter, so training and generation get faster.
-PHRASES = [DEFAULT_FORMAT.verify_marker, DEFAULT_FORMAT.retry_marker, DEFAULT_FORMAT.correct_sentence,
-           DEFAULT_FORMAT.incorrect_sentence, "Compute ", " / ", " * ", " + ", " - ", " = ", " > ", " < ", " r ",
-           "The answer is \\boxed{", "}.", "Check this solution. ", "Divide digit by digit. ", "Compare ", " and ",
-           ", so ", " is right.", " is too small.", " is too big.", ", so the answer is ", "Solve it again.",
-           " is not ", " is ", "The answer ", " is not a whole number."]
-
 
 def shown_guess(q: int, rng: random.Random) -> int:
     """The right quotient half the time, else a `near_miss`."""

@@ -18,15 +18,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from s2r.config import arg
+from s2r.format import DEFAULT_FORMAT
 from s2r.grader import Grader, extract_answer
 from s2r.jsonl import write_json_atomic
 from s2r.models.backend import SamplingParams
 from s2r.models.tiny import TinyModelConfig, build_tiny_model
 from s2r.progress import Progress
-from s2r.prompts import PromptConfig, messages_for, render_prompt
+from s2r.prompts import PromptConfig, messages_for, render_prompt, write_model_prompt
 from s2r.tasks import arith
 
-PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format
+PLAIN = PromptConfig(system="", template="plain")  # the embedded task's prompt format (model/s2r.json says so)
+
+# The fixed wording of the task's texts, one token each in the base model's tokenizer (digits stay
+# single characters): sequences get shorter, so training and generation get faster.
+PHRASES = [DEFAULT_FORMAT.verify_marker, DEFAULT_FORMAT.retry_marker, DEFAULT_FORMAT.correct_sentence,
+           DEFAULT_FORMAT.incorrect_sentence, "Compute ", " / ", " * ", " + ", " - ", " = ", " > ", " < ", " r ",
+           "The answer is \\boxed{", "}.", "Check this solution. ", "Divide digit by digit. ", "Compare ", " and ",
+           ", so ", " is right.", " is too small.", " is too big.", ", so the answer is ", "Solve it again.",
+           " is not ", " is ", "The answer ", " is not a whole number."]
 # RECIPE counts changes to the training texts and batches (2: checks on request, 2048 positions; 3: they
 # show a solution; 4: last-digit checks; 5: phrase tokens; 6–10: the division task, its checks ending
 # with a retry, the correction by long division, drills, length-sorted micro-batches, mixed levels;
@@ -115,12 +124,14 @@ def train_base(cfg: BaseConfig) -> Path:
     model_dir, ckpt_path, info_path = out / "model", out / "ckpt.pt", out / "base.json"
     if is_trained(cfg):
         print(f"reusing the base model in {model_dir} (same settings)", file=sys.stderr)
+        if not (model_dir / "s2r.json").exists():  # trained before models said their prompt
+            write_model_prompt(model_dir, PLAIN)
         return model_dir
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tiny = TinyModelConfig(str(model_dir), hidden_size=cfg.hidden_size, layers=cfg.layers, heads=cfg.heads,
-                           intermediate_size=cfg.intermediate_size, max_positions=2048, seed=cfg.seed, phrases=arith.PHRASES)
+                           intermediate_size=cfg.intermediate_size, max_positions=2048, seed=cfg.seed, phrases=PHRASES)
     model, tokenizer = build_tiny_model(tiny)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     stream = list(arith.generate("base", cfg.max_steps * cfg.batch_size, cfg.seed))  # epochs in seeded orders
@@ -177,6 +188,7 @@ def train_base(cfg: BaseConfig) -> Path:
     hf_logging.disable_progress_bar()
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
+    write_model_prompt(model_dir, PLAIN)
     write_json_atomic(info_path, {"key": cfg.key(), "config": asdict(cfg), "steps": step, "reached_target": reached,
                                   "history": history})
     return model_dir
