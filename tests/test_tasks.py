@@ -143,11 +143,12 @@ def test_trained_models_record_their_prompt_and_flags_still_win(tmp_path, tiny):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from s2r.evaluate import SolveConfig, settings_of
-    from s2r.train.common import save_model
+    from s2r.train.common import Distributed, save_model
     from s2r.train.sft import SFTConfig
 
     cfg = SFTConfig("d.jsonl", model=str(tiny), system="", template="plain").from_model(str(tiny))
-    save_model(AutoModelForCausalLM.from_pretrained(tiny), AutoTokenizer.from_pretrained(tiny), cfg, tmp_path)
+    save_model(AutoModelForCausalLM.from_pretrained(tiny), AutoTokenizer.from_pretrained(tiny), cfg, tmp_path,
+               Distributed("cpu"))
     trained = tmp_path / "model"
     assert json.loads((trained / "s2r.json").read_text()) == {"system": "", "template": "plain"}
     assert settings_of(SolveConfig(out="o", model=str(trained))).prompt.template == "plain"
