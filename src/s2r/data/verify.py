@@ -29,8 +29,8 @@ from pathlib import Path
 from s2r.config import arg, cache_root
 from s2r.evaluate import EndpointErrors
 from s2r.format import CORRECT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryFormat, parse, verdict_of
-from s2r.jsonl import ResumableJsonl, dumps, read_jsonl
-from s2r.metrics import answer_key
+from s2r.jsonl import DataError, ResumableJsonl, dumps, iter_jsonl, read_jsonl, wrong_field
+from s2r.metrics import answer_key, check_trajectory
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
 from s2r.progress import Progress
@@ -159,7 +159,7 @@ class VerificationCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.entries = {r["key"]: r["verification"] for r in read_jsonl(self.path, allow_torn_tail=True)} if self.path.exists() else {}
+        self.entries = {r["key"]: r["verification"] for r in read_jsonl(self.path, allow_torn_tail=True, allow_empty=True)} if self.path.exists() else {}
         self._file = self.path.open("a", encoding="utf-8")
 
     @staticmethod
@@ -173,6 +173,20 @@ class VerificationCache:
 
     def close(self) -> None:
         self._file.close()
+
+
+ATTEMPT_FIELDS = {"benchmark": str, "id": (str, int), "problem": str, "gold": str, "text": str}
+
+
+def read_attempts(path: str) -> list[dict]:
+    """The records of a sampled-attempts file (`s2r sample`); DataError naming path:line on a bad one."""
+    records = []
+    for lineno, r in iter_jsonl(path):
+        problem = check_trajectory(r) or wrong_field(r, ATTEMPT_FIELDS) or wrong_field(r["attempts"][0], {"answer": (str, type(None))})
+        if problem:
+            raise DataError(f"{path}:{lineno}: not a sampled-attempts record (`s2r sample`): {problem}")
+        records.append(r)
+    return records
 
 
 def distinct_answers(attempt_records: list[dict], fmt: TrajectoryFormat) -> list[dict]:
@@ -216,7 +230,7 @@ def agreement(records: list[dict]) -> dict:
 
 def run_verify(cfg: VerifyConfig) -> dict:
     fmt = cfg.fmt
-    items = distinct_answers(list(read_jsonl(cfg.attempts)), fmt)
+    items = distinct_answers(read_attempts(cfg.attempts), fmt)
     teacher = make_teacher(cfg)
     cache = VerificationCache(cfg.cache or cache_root() / "verifications.jsonl")
     errors: list[str] = []

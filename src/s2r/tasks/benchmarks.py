@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from s2r.grader import last_boxed
-from s2r.jsonl import DataError, iter_jsonl
+from s2r.jsonl import DataError, has_surrogate, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,9 @@ def _load_file(path: Path, row: Row) -> list[Problem]:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             raise DataError(f"{path}:{lineno}: cannot read problem: {what}") from None
         if not isinstance(p.problem, str) or not p.problem.strip():
-            raise DataError(f"{path}:{lineno}: empty problem text")
+            raise DataError(f"{path}:{lineno}: the problem must be non-empty text, not {p.problem!r:.40}")
+        if has_surrogate(p.problem):
+            raise DataError(f"{path}:{lineno}: the problem text holds a lone surrogate (such as \\ud800), which no tokenizer can encode")
         if not p.gold:
             no_gold.append(lineno)
             continue
@@ -265,7 +267,7 @@ def load_problems(
         if split not in source.files:
             raise ValueError(f"{base} has no split {split!r}; splits: {', '.join(source.files)}")
         problems = _load_file(find_data_dir(data_dir) / source.files[split], source.row)
-    elif Path(name).is_file():
+    elif Path(name).exists() or name.endswith(".jsonl"):  # a user file (_load_file says what is wrong with it)
         problems = _load_file(Path(name), _user_row(fields or ProblemFields()))
     else:
         raise ValueError(f"unknown benchmark {name!r}: not a file, and not one of {', '.join(BENCHMARKS)}")

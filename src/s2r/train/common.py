@@ -110,11 +110,11 @@ def load_models(cfg, device):
     """(trainable model, frozen reference or None, tokenizer)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device)
+    from s2r.models.hf import from_pretrained
+
+    tokenizer = from_pretrained(AutoTokenizer, cfg.model)
+    model = from_pretrained(AutoModelForCausalLM, cfg.model, dtype=torch.float32).to(device)
     ref = None
     if cfg.lora_rank:
         from peft import LoraConfig, get_peft_model
@@ -123,7 +123,7 @@ def load_models(cfg, device):
         model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=targets, task_type="CAUSAL_LM"))
     elif cfg.kl_coef > 0:
-        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32).to(device).eval()
+        ref = from_pretrained(AutoModelForCausalLM, cfg.model, dtype=torch.float32).to(device).eval()
         ref.requires_grad_(False)
     return model, ref, tokenizer
 
@@ -153,7 +153,7 @@ def read_log(path: Path, n: int) -> list[dict]:
     """The first n records of a run's log.jsonl (a killed run may have left a torn last line)."""
     from s2r.jsonl import read_jsonl
 
-    return list(read_jsonl(path, allow_torn_tail=True))[:n] if path.exists() else []
+    return list(read_jsonl(path, allow_torn_tail=True, allow_empty=True))[:n] if path.exists() else []
 
 
 class RunLog:
