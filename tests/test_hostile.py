@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s2r.cli import main
-from s2r.jsonl import DataError, dumps, iter_jsonl, write_json_atomic
+from s2r.jsonl import DataError, dumps, iter_jsonl, write_atomic, write_json_atomic
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPBackend
 
@@ -89,6 +89,9 @@ def test_missing_file_and_bad_config_file(tmp_path, capsys):
     folder = tmp_path / "conf"
     folder.mkdir()
     one_line_error(capsys, ["metrics", "x.jsonl", "--config", str(folder)], str(folder))
+    for text in (b"\x80\x81 garbage", b"a: [1, 2\n", b"- a list\n"):
+        (tmp_path / "c.yaml").write_bytes(text)
+        one_line_error(capsys, ["metrics", "x.jsonl", "--config", str(tmp_path / "c.yaml")], str(tmp_path / "c.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +159,8 @@ def test_lone_surrogate_round_trips(tmp_path, capsys):
     assert json.loads(dumps({"a": "x\ud83d"})) == {"a": "x\ud83d"}
     write_json_atomic(tmp_path / "m.json", {"t": "\udc80"})
     assert json.loads((tmp_path / "m.json").read_text()) == {"t": "\udc80"}
+    write_atomic(tmp_path / "r.html", "<p>\ud800</p>")  # the report: the escape, as text
+    assert (tmp_path / "r.html").read_text() == "<p>\\ud800</p>"
 
 
 def trajectory(**fields):
@@ -297,3 +302,27 @@ def test_eval_keeps_going_past_a_truncated_body(tmp_path, capsys, cutting_server
                           "1 of 3 generations failed", f"{url}/completions", "malformed JSON body")
     kept = [r for _, r in iter_jsonl(tmp_path / "run" / "trajectories.jsonl.partial")]
     assert sorted(r["problem"] for r in kept) == ["0+2", "1+1"] and "kept in" in line
+
+
+@pytest.mark.parametrize("command", ["check", "metrics", "build", "hard", "solve", "verify-cache", "verify-prompt"])
+def test_a_folder_where_a_file_belongs(tmp_path, capsys, command):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    traj = tmp_path / "t.jsonl"
+    traj.write_text(json.dumps(trajectory()) + "\n")
+    check = tmp_path / "c.jsonl"
+    check.write_text('{"response": "\\\\boxed{2}", "gold": "2"}\n')
+    verified = tmp_path / "v.jsonl"
+    verified.write_text(json.dumps({**trajectory(), "grade": "correct", "agrees": True, "wrong": 0, "solution": "2",
+                                    "verification": "ok"}) + "\n")
+    argv = {
+        "check": ["check", str(check), "--out", str(folder)],
+        "metrics": ["metrics", str(traj), "--out", str(folder)],
+        "build": ["build", str(verified), "--out", str(folder)],
+        "hard": ["hard", str(traj), "--out", str(folder)],
+        "solve": ["solve", "--data", "arith:val", "--limit", "1", "--model", "m", "--out", str(folder)],
+        "verify-cache": ["verify", str(traj), "--out", str(tmp_path / "o.jsonl"), "--cache", str(folder)],
+        "verify-prompt": ["verify", str(traj), "--out", str(tmp_path / "o.jsonl"), "--teacher", "http",
+                          "--prompt-file", str(folder)],
+    }[command]
+    one_line_error(capsys, argv, str(folder))

@@ -42,8 +42,12 @@ _Loader.add_implicit_resolver(
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    """A settings file's content (numbers in exponent notation read as floats)."""
-    return yaml.load(Path(path).read_text(), Loader=_Loader)
+    """A settings file's content (numbers in exponent notation read as floats); ConfigError naming
+    the file when it cannot be read or parsed."""
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_Loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read settings: {e.strerror if isinstance(e, OSError) else e}") from None
 
 
 def arg(default: Any = dataclasses.MISSING, *, help: str, positional: bool = False, nargs: str | None = None,

@@ -30,7 +30,7 @@ from s2r.config import arg, cache_root
 from s2r.evaluate import EndpointErrors
 from s2r.format import CORRECT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryFormat, parse, verdict_of
 from s2r.jsonl import DataError, ResumableJsonl, dumps, iter_jsonl, read_jsonl, wrong_field
-from s2r.metrics import answer_key, check_trajectory
+from s2r.metrics import answer_key
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
 from s2r.progress import Progress
@@ -175,14 +175,22 @@ class VerificationCache:
         self._file.close()
 
 
-ATTEMPT_FIELDS = {"benchmark": str, "id": (str, int), "problem": str, "gold": str, "text": str}
+ATTEMPT_FIELDS = {"benchmark": str, "id": (str, int), "problem": str, "gold": str, "text": str, "attempts": list}
+
+
+def attempt_problem(r: dict) -> str | None:
+    """What is wrong with a sampled-attempts record (what verify reads of it), or None."""
+    problem = wrong_field(r, ATTEMPT_FIELDS)
+    if problem or not r["attempts"] or not isinstance(r["attempts"][0], dict):
+        return problem or "'attempts' must be a non-empty list of objects"
+    return wrong_field(r["attempts"][0], {"answer": (str, type(None)), "grade": str})
 
 
 def read_attempts(path: str) -> list[dict]:
     """The records of a sampled-attempts file (`s2r sample`); DataError naming path:line on a bad one."""
     records = []
     for lineno, r in iter_jsonl(path):
-        problem = check_trajectory(r) or wrong_field(r, ATTEMPT_FIELDS) or wrong_field(r["attempts"][0], {"answer": (str, type(None))})
+        problem = attempt_problem(r)
         if problem:
             raise DataError(f"{path}:{lineno}: not a sampled-attempts record (`s2r sample`): {problem}")
         records.append(r)

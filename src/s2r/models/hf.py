@@ -33,6 +33,7 @@ def from_pretrained(loader, name: str, **kwargs):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    name = str(name)
     path = Path(name)
     local = path.exists() or not _HUB_ID.match(name) or name.startswith((".", "~"))
     if local and not path.exists():
