@@ -47,6 +47,7 @@ def commands(tmp_path, model):
         "sft": ["sft", "{f}", "--model", model, "--out", out, "--device", "cpu"],
         "rl": ["rl", model, "--data", "{f}", "--out", out, "--device", "cpu"],
         "offline": ["offline", model, "--data", "{f}", "--out", out, "--device", "cpu"],
+        "dpo": ["dpo", "{f}", "--model", model, "--out", out, "--device", "cpu"],
     }
 
 
@@ -73,7 +74,7 @@ def bad_file(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))
 @pytest.mark.parametrize("command", ["check", "metrics", "data", "solve", "eval", "sample", "verify", "build", "hard",
-                                     "sft", "rl", "offline"])
+                                     "sft", "rl", "offline", "dpo"])
 def test_bad_input_file(tmp_path, capsys, command, kind):
     path = bad_file(tmp_path, kind)
     argv = [a.replace("{f}", str(path)) for a in commands(tmp_path, str(tmp_path / "no-model"))[command]]
@@ -108,11 +109,13 @@ def bad_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["missing", "file", "empty", "no-config", "broken"])
-@pytest.mark.parametrize("command", ["solve", "eval", "sample", "sft", "rl", "offline", "serve", "tokenizer"])
+@pytest.mark.parametrize("command", ["solve", "eval", "sample", "sft", "rl", "offline", "dpo", "serve", "tokenizer"])
 def test_bad_model_folder(tmp_path, capsys, bad_models, command, kind):
     model = str(bad_models[kind])
-    sft = tmp_path / "sft.jsonl"
+    sft, pairs = tmp_path / "sft.jsonl", tmp_path / "pairs.jsonl"
     sft.write_text(json.dumps(SFT_RECORD) + "\n")
+    pairs.write_text(json.dumps(trajectory()) + "\n" + json.dumps(trajectory(
+        sample=1, text="\\boxed{2}", attempts=[{"answer": "2", "grade": "correct", "verdict": None}])) + "\n")
     out = str(tmp_path / "out")
     argv = {
         "solve": ["solve", "--data", "arith:val", "--limit", "1", "--out", out + ".jsonl", "--model", model],
@@ -121,6 +124,7 @@ def test_bad_model_folder(tmp_path, capsys, bad_models, command, kind):
         "sft": ["sft", str(sft), "--model", model, "--out", out, "--device", "cpu", "--tensorboard", "false"],
         "rl": ["rl", model, "--limit", "1", "--out", out, "--device", "cpu", "--tensorboard", "false"],
         "offline": ["offline", model, "--limit", "1", "--out", out, "--device", "cpu", "--tensorboard", "false"],
+        "dpo": ["dpo", str(pairs), "--model", model, "--out", out, "--device", "cpu", "--tensorboard", "false"],
         "serve": ["serve", model, "--port", "0"],
         "tokenizer": ["eval", "--backend", "http", "--tokenizer", model, "--data", "arith:val", "--limit", "1",
                       "--out", out, "--base-url", "http://127.0.0.1:9"],
@@ -182,13 +186,14 @@ def test_lone_surrogate_in_metrics_hard_build(tmp_path, capsys):
     assert [r["problem"] for _, r in iter_jsonl(tmp_path / "b.jsonl")] == ["y \udfff"]
 
 
-@pytest.mark.parametrize("command", ["solve", "sft"])
+@pytest.mark.parametrize("command", ["solve", "sft", "dpo"])
 def test_lone_surrogate_refused_where_a_tokenizer_reads_it(tmp_path, capsys, command):
     path = tmp_path / "in.jsonl"
-    record = {"problem": "1+\ud800", "answer": "2"} if command == "solve" else {**SFT_RECORD, "completion": "\udfff"}
-    path.write_text(json.dumps(record) + "\n")
+    records = {"solve": [{"problem": "1+\ud800", "answer": "2"}], "sft": [{**SFT_RECORD, "completion": "\udfff"}],
+               "dpo": [trajectory(text="\ud800"), trajectory(sample=1, attempts=[{"answer": "2", "grade": "correct"}])]}
+    path.write_text("".join(json.dumps(r) + "\n" for r in records[command]))
     argv = [a.replace("{f}", str(path)) for a in commands(tmp_path, "m")[command]]
-    one_line_error(capsys, argv, f"{path}:1:", "surrogate")
+    one_line_error(capsys, argv, f"{path}:1:" if command != "dpo" else str(path), "surrogate")
 
 
 # ----------------------------------------------------------------------------------- the readers, fuzzed
