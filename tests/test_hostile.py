@@ -331,3 +331,11 @@ def test_a_folder_where_a_file_belongs(tmp_path, capsys, command):
                           "--prompt-file", str(folder)],
     }[command]
     one_line_error(capsys, argv, str(folder))
+
+
+def test_a_grade_of_the_wrong_type_is_a_data_error(tmp_path, capsys):
+    """Found by the fuzzing above: a list where a grade or verdict belongs raised TypeError."""
+    path = tmp_path / "t.jsonl"
+    for attempt in ({"grade": ["correct"]}, {"grade": "correct", "verdict": {}}):
+        path.write_text(json.dumps(trajectory(attempts=[attempt])) + "\n")
+        one_line_error(capsys, ["metrics", str(path)], f"{path}:1:", "attempt 0")
