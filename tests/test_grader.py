@@ -138,3 +138,15 @@ def test_math500_solutions_against_their_answers(grader, data_dir):
     for i, (r, x) in enumerate(zip(recs, shifted)):
         expected = mv_verify(mv_parse("$" + recs[(i + 1) % len(recs)]["answer"] + "$"), mv_parse(r["solution"]))
         assert x.correct == expected, (i, x)
+
+
+def test_a_long_gold_is_the_graders_failure_not_a_mismatch():
+    """The gold answer is capped like the answer: no grader timeout spent on it, and a grade that
+    `grader_failed` reports (RL and `s2r hard` leave it out)."""
+    from s2r.grader import grader_failed
+
+    with Grader(timeout=2, workers=1, max_answer_chars=10) as g:
+        (grade,) = g.grade_answers([("1", "1" * 11)])
+        assert grade.verdict == "unverifiable" and grader_failed(grade.reason) and "gold answer too long" in grade.reason
+        (grade,) = g.grade_answers([(None, "x" * 11)])  # the gold's fault wins over "no answer found"
+        assert grader_failed(grade.reason)

@@ -67,3 +67,14 @@ def test_unknown_and_mistyped_settings_are_errors(tmp_path):
     cfg.write_text("steps: five\n")
     with pytest.raises(ConfigError, match="steps must be"):
         parse(["in.jsonl", "--config", str(cfg)])
+
+
+def test_secrets_are_recorded_as_set_never_as_their_value():
+    from s2r.config import from_dict, to_dict
+    from s2r.evaluate import EvalConfig
+
+    assert to_dict(EvalConfig(out="o", api_key="sk-secret"))["api_key"] == "<set>"
+    assert to_dict(EvalConfig(out="o"))["api_key"] is None
+    with pytest.raises(ConfigError) as e:
+        from_dict(EvalConfig, {"out": "o", "api_key": 123456789})
+    assert "123456789" not in str(e.value) and "api_key" in str(e.value)

@@ -77,3 +77,21 @@ def test_unreachable_endpoint_keeps_partial_output_and_says_so(tmp_path, data_di
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "2 of 2 generations failed" in err and "run the same command again" in err and not out.exists()
+
+
+def test_api_key_is_never_written(server, tmp_path, capsys):
+    """--api-key reaches the server, and no output file, log or message holds it."""
+    url, _ = server
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+3", "answer": "5"}\n')
+    out = tmp_path / "e"
+    args = ["eval", "--backend", "http", "--base-url", url + "/v1", "--api-key", KEY, "--data", str(data),
+            "--max-tokens", "8", "--out", str(out), "--template", "plain"]
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.name for p in files} == {"trajectories.jsonl", "metrics.json", "report.html"}
+    for p in files:
+        assert KEY.encode() not in p.read_bytes(), p
+    assert KEY not in printed.out + printed.err
+    assert json.loads((out / "metrics.json").read_text())["config"]["api_key"] == "<set>"

@@ -27,7 +27,7 @@ class CheckConfig:
     gold_field: str = arg("gold", help="field that holds the gold answer")
     timeout: float = arg(2.0, help="hard time limit per comparison, in seconds")
     workers: int = arg(0, help="grading processes (0 = one per CPU core)")
-    max_answer_chars: int = arg(1000, help="longer extracted answers are unverifiable without parsing")
+    max_answer_chars: int = arg(1000, help="longer extracted (or gold) answers are unverifiable without parsing")
     chunk: int = arg(200, help="records graded between two flushes of the output")
 
 

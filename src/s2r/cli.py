@@ -114,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         every_from_env()  # a bad S2R_PROGRESS_SECONDS stops the command now, not after minutes of work
         run(from_args(cls, ns))
-    except (ConfigError, DataError, FileNotFoundError, ValueError, EndpointErrors) as e:
+    except (ConfigError, DataError, OSError, ValueError, EndpointErrors) as e:
         if os.environ.get("S2R_DEBUG"):
             raise
-        print(f"s2r {ns.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split("\n"))  # one line, whatever the message
+        print(f"s2r {ns.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"s2r {ns.command}: interrupted; run the same command again to resume", file=sys.stderr)

@@ -42,13 +42,19 @@ _Loader.add_implicit_resolver(
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    """A settings file's content (numbers in exponent notation read as floats)."""
-    return yaml.load(Path(path).read_text(), Loader=_Loader)
+    """A settings file's content (numbers in exponent notation read as floats); ConfigError naming
+    the file when it cannot be read or parsed."""
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_Loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read settings: {e.strerror if isinstance(e, OSError) else e}") from None
 
 
-def arg(default: Any = dataclasses.MISSING, *, help: str, positional: bool = False, nargs: str | None = None):
-    """A config field with its documentation. No default = required."""
-    kwargs: dict[str, Any] = {"metadata": {"help": help, "positional": positional, "nargs": nargs}}
+def arg(default: Any = dataclasses.MISSING, *, help: str, positional: bool = False, nargs: str | None = None,
+        secret: bool = False):
+    """A config field with its documentation. No default = required. A secret (an API key) is never
+    recorded: `to_dict` writes "<set>" or null in its place."""
+    kwargs: dict[str, Any] = {"metadata": {"help": help, "positional": positional, "nargs": nargs, "secret": secret}}
     if isinstance(default, list):
         kwargs["default_factory"] = lambda d=default: list(d)
     elif default is not dataclasses.MISSING:
@@ -114,13 +120,15 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     hints = typing.get_type_hints(cls)
+    secret = {f.name for f in dataclasses.fields(cls) if f.metadata.get("secret")}
     for name, value in values.items():
         tp, optional, is_list = _base_type(hints[name])
         if value is None and optional:
             continue
         ok = isinstance(value, list) and all(_fits(v, tp) for v in value) if is_list else _fits(value, tp)
         if not ok:
-            raise ConfigError(f"{source}: {name} must be {hints[name]}, got {value!r}")
+            shown = f"a {type(value).__name__}" if name in secret else repr(value)
+            raise ConfigError(f"{source}: {name} must be {hints[name]}, got {shown}")
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -150,7 +158,13 @@ def from_args(cls: type[T], ns: argparse.Namespace) -> T:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """A config as a dict for recording (metrics.json, report.html, run info files): the one way a
+    config reaches an output, with every secret field replaced by "<set>" (or None when unset)."""
+    values = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("secret"):
+            values[f.name] = "<set>" if values[f.name] else None
+    return values
 
 
 def cache_root(override: str | None = None) -> Path:

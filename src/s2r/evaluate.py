@@ -64,7 +64,9 @@ def make_backend(cfg: SolveConfig):
         if cfg.tokenizer:
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+            from s2r.models.hf import from_pretrained
+
+            tokenizer = from_pretrained(AutoTokenizer, cfg.tokenizer)
         return HTTPBackend(cfg.base_url, cfg.model, cfg.api_key, cfg.request_timeout, cfg.retries,
                            cfg.concurrency, tokenizer=tokenizer)
     raise ValueError(f"backend must be transformers or http, not {cfg.backend!r}")

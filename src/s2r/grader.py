@@ -37,12 +37,13 @@ from functools import lru_cache
 from multiprocessing.connection import wait
 
 CORRECT, INCORRECT, UNVERIFIABLE = "correct", "incorrect", "unverifiable"
-GRADER_FAILURES = ("timeout", "grader", "could not parse gold")  # reasons that say nothing about the answer
+GRADER_FAILURES = ("timeout", "grader", "could not parse gold", "gold answer")  # say nothing about the answer
 
 
 def grader_failed(reason: str) -> bool:
-    """True when an unverifiable grade is the grader's failure (timeout, crash, unreadable gold),
-    not the answer's (no answer found, answer too long): such a grade is counted, never scored."""
+    """True when an unverifiable grade is the grader's failure (timeout, crash, a gold answer it
+    cannot read or that is too long), not the answer's (no answer found, answer too long): such a
+    grade is counted, never scored."""
     return reason.startswith(GRADER_FAILURES)
 
 
@@ -246,7 +247,8 @@ class Grader:
     """Grades responses against gold answers; math-verify runs in `workers` killable processes.
 
     timeout: hard limit in seconds per comparison; an item past it is `unverifiable`.
-    max_answer_chars: longer extracted answers are `unverifiable` without being parsed.
+    max_answer_chars: longer extracted answers, and longer gold answers, are `unverifiable` without
+    being parsed (a long gold is the grader's failure: `grader_failed` says so).
     Use as a context manager (or call close()) to stop the workers.
     Workers start on first need and are reused across calls.
     """
@@ -289,7 +291,9 @@ class Grader:
 
         todo: deque[int] = deque()
         for i, (pred, gold) in enumerate(items):
-            if pred is None:
+            if len(gold) > self.max_answer_chars:
+                done(i, UNVERIFIABLE, f"gold answer too long ({len(gold)} > {self.max_answer_chars} chars)")
+            elif pred is None:
                 done(i, UNVERIFIABLE, "no answer found")
             elif len(pred) > self.max_answer_chars:
                 done(i, UNVERIFIABLE, f"answer too long ({len(pred)} > {self.max_answer_chars} chars)")

@@ -300,9 +300,9 @@ def check_trajectory(r: Record) -> str | None:
     if not isinstance(r["attempts"], list) or not r["attempts"]:
         return "'attempts' must be a non-empty list"
     for j, a in enumerate(r["attempts"]):
-        if not isinstance(a, dict) or a.get("grade") not in GRADES:
+        if not isinstance(a, dict) or not isinstance(a.get("grade"), str) or a["grade"] not in GRADES:
             return f"attempt {j}: 'grade' must be one of {sorted(GRADES)}"
-        if a.get("verdict") not in VERDICTS:
+        if not isinstance(a.get("verdict"), (str, type(None))) or a.get("verdict") not in VERDICTS:
             return f"attempt {j}: 'verdict' must be correct, incorrect, unparsable or null"
     if not isinstance(r["tokens"], int) or isinstance(r["tokens"], bool) or r["tokens"] < 0:
         return "'tokens' must be a non-negative integer"

@@ -34,7 +34,7 @@ class ServeConfig(PromptFields):
     model: str = arg(help="model folder (save_pretrained layout)", positional=True)
     host: str = arg("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = arg(8000, help="port (0 = any free port)")
-    api_key: str | None = arg(None, help="require 'Authorization: Bearer KEY' on every request but /health")
+    api_key: str | None = arg(None, help="require 'Authorization: Bearer KEY' on every request but /health", secret=True)
     served_name: str | None = arg(None, help="model name clients use (default: the folder name)")
     batch_size: int = arg(32, help="largest batch of one backend call")
     batch_wait_ms: float = arg(5.0, help="how long to wait for more requests to batch together")

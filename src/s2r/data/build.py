@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 from s2r.config import arg
 from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat, parse, render
-from s2r.jsonl import read_jsonl, write_jsonl_atomic
+from s2r.jsonl import DataError, iter_jsonl, wrong_field, write_jsonl_atomic
 
 KINDS = ("s2r", "plain")
+VERIFIED_FIELDS = {"benchmark": str, "id": (str, int), "problem": str, "gold": str, "grade": str, "agrees": bool,
+                   "wrong": int, "solution": str, "verification": str}
 
 
 class NoRecords(ValueError):
@@ -85,7 +87,10 @@ def run_build(cfg: BuildConfig) -> list[dict]:
     if cfg.kind not in KINDS:
         raise ValueError(f"kind must be s2r or plain, not {cfg.kind!r}")
     groups: dict[tuple, list[dict]] = {}
-    for r in read_jsonl(cfg.verified):
+    for lineno, r in iter_jsonl(cfg.verified):
+        problem = wrong_field(r, VERIFIED_FIELDS)
+        if problem:
+            raise DataError(f"{cfg.verified}:{lineno}: not a verified record (`s2r verify`): {problem}")
         groups.setdefault((r["benchmark"], str(r["id"])), []).append(r)
     records, dropped = [], Counter()
     for group in groups.values():

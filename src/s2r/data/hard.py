@@ -40,7 +40,7 @@ def verdict(record: dict, min_attempts: int) -> str:
     return "easy"
 
 
-def hard_problems(records: list[dict], min_attempts: int) -> tuple[list[dict], Counter]:
+def hard_problems(records: list[dict], min_attempts: int, source: str = "trajectories") -> tuple[list[dict], Counter]:
     """(the hard problems, in first-seen order, one per (benchmark, id); counts of problems that are
     hard, easy and ungraded). One hard trajectory makes its problem hard; an ungraded one makes it
     ungraded unless another trajectory is hard."""
@@ -52,14 +52,14 @@ def hard_problems(records: list[dict], min_attempts: int) -> tuple[list[dict], C
         if kind == "hard":
             r = group[0]
             if not r.get("problem") or r.get("gold") is None:
-                raise DataError(f"trajectory {r['id']!r} has no 'problem' or 'gold' field: cannot write it as a problem")
+                raise DataError(f"{source}: trajectory {r['id']!r} has no 'problem' or 'gold' field: cannot write it as a problem")
             hard.append({"id": r["id"], "problem": r["problem"], "answer": r["gold"], "level": r.get("level"),
                          "subject": r.get("subject")})
     return hard, counts
 
 
 def run_hard(cfg: HardConfig) -> list[dict]:
-    problems, counts = hard_problems(load_trajectories(cfg.trajectories), cfg.min_attempts)
+    problems, counts = hard_problems(load_trajectories(cfg.trajectories), cfg.min_attempts, cfg.trajectories)
     write_jsonl_atomic(cfg.out, problems)
     ungraded = f", {counts['ungraded']} left out: the grader failed on them" if counts["ungraded"] else ""
     print(f"{sum(counts.values())} problems: {counts['hard']} hard (not right, or right after "

@@ -33,7 +33,7 @@ from pathlib import Path
 from s2r.config import arg, cache_root
 from s2r.evaluate import EndpointErrors
 from s2r.format import CORRECT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryFormat, parse, verdict_of
-from s2r.jsonl import ResumableJsonl, dumps, read_jsonl
+from s2r.jsonl import DataError, ResumableJsonl, dumps, iter_jsonl, read_jsonl, wrong_field
 from s2r.metrics import answer_key
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
@@ -195,7 +195,7 @@ class VerificationCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.entries = {r["key"]: r["verification"] for r in read_jsonl(self.path, allow_torn_tail=True)} if self.path.exists() else {}
+        self.entries = {r["key"]: r["verification"] for r in read_jsonl(self.path, allow_torn_tail=True, allow_empty=True)} if self.path.exists() else {}
         self._file = self.path.open("a", encoding="utf-8")
 
     @staticmethod
@@ -209,6 +209,28 @@ class VerificationCache:
 
     def close(self) -> None:
         self._file.close()
+
+
+ATTEMPT_FIELDS = {"benchmark": str, "id": (str, int), "problem": str, "gold": str, "text": str, "attempts": list}
+
+
+def attempt_problem(r: dict) -> str | None:
+    """What is wrong with a sampled-attempts record (what verify reads of it), or None."""
+    problem = wrong_field(r, ATTEMPT_FIELDS)
+    if problem or not r["attempts"] or not isinstance(r["attempts"][0], dict):
+        return problem or "'attempts' must be a non-empty list of objects"
+    return wrong_field(r["attempts"][0], {"answer": (str, type(None)), "grade": str})
+
+
+def read_attempts(path: str) -> list[dict]:
+    """The records of a sampled-attempts file (`s2r sample`); DataError naming path:line on a bad one."""
+    records = []
+    for lineno, r in iter_jsonl(path):
+        problem = attempt_problem(r)
+        if problem:
+            raise DataError(f"{path}:{lineno}: not a sampled-attempts record (`s2r sample`): {problem}")
+        records.append(r)
+    return records
 
 
 def distinct_answers(attempt_records: list[dict], fmt: TrajectoryFormat) -> list[dict]:
@@ -252,7 +274,7 @@ def agreement(records: list[dict]) -> dict:
 
 def run_verify(cfg: VerifyConfig) -> dict:
     fmt = cfg.fmt
-    items = distinct_answers(list(read_jsonl(cfg.attempts)), fmt)
+    items = distinct_answers(read_attempts(cfg.attempts), fmt)
     teacher = make_teacher(cfg)
     cache = VerificationCache(cfg.cache or cache_root() / "verifications.jsonl")
     errors: list[str] = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -16,20 +18,51 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(path: str, device: str = "auto", dtype: str = "auto"):
-    """(model, tokenizer) through transformers' own from_pretrained; left padding for generation."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2", "org/name": what the Hub could serve
+
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer that cannot be loaded; the message names it, on one line."""
+
+
+def from_pretrained(loader, name: str, **kwargs):
+    """`loader.from_pretrained(name, **kwargs)` (loader: AutoTokenizer, AutoModelForCausalLM, ...), the
+    one place every command loads a model through. A local path that does not exist, is not a
+    folder or has no config.json is refused before transformers reads it; a name that is no local
+    path may be a Hub id, so from_pretrained tries it. Every failure is one ModelLoadError line."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    name = str(name)
+    path = Path(name)
+    local = path.exists() or not _HUB_ID.match(name) or name.startswith((".", "~"))
+    if local and not path.exists():
+        raise ModelLoadError(f"cannot load model {name!r}: no such folder")
+    if local and not path.is_dir():
+        raise ModelLoadError(f"cannot load model {name!r}: not a folder (a model is a save_pretrained folder)")
+    if local and not (path / "config.json").is_file():
+        what = "the folder is empty" if not any(path.iterdir()) else "the folder has no config.json"
+        raise ModelLoadError(f"cannot load model {name!r}: {what} (a model is a save_pretrained folder)")
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except Exception as e:  # transformers raises OSError, ValueError, KeyError, ... with many-line messages
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        where = "" if local else "no such folder, and the Hub could not provide it: "
+        raise ModelLoadError(f"cannot load model {name!r}: {where}{first}") from e
+
+
+def load_model(path: str, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer) through transformers' own from_pretrained; left padding for generation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = from_pretrained(AutoTokenizer, path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dev = pick_device(device)
     torch_dtype = {"auto": torch.bfloat16 if dev.type == "cuda" else torch.float32, "float32": torch.float32,
                    "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(dev).eval()
+    model = from_pretrained(AutoModelForCausalLM, path, dtype=torch_dtype).to(dev).eval()
     return model, tokenizer
 
 

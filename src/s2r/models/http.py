@@ -1,11 +1,13 @@
 """A backend for any OpenAI-compatible server (vLLM, SGLang, TGI, `s2r serve`): /v1/completions and
 /v1/chat/completions, with a timeout per request, retries with exponential backoff on connection
-errors, 429 and 5xx, and at most `concurrency` requests in flight. A request that still fails comes
+errors, 429, 5xx and bodies that are not JSON (a truncated answer), and at most `concurrency` requests in
+flight. A request that still fails comes
 back as a Completion with finish_reason "error" and the reason: callers count and report it.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -25,7 +27,7 @@ class HTTPFields:
     """The endpoint settings as command-line fields, for commands that talk to a server."""
 
     base_url: str = arg("http://127.0.0.1:8000/v1", help="http: server address")
-    api_key: str | None = arg(None, help="http: API key")
+    api_key: str | None = arg(None, help="http: API key (never written to an output)", secret=True)
     concurrency: int = arg(8, help="http: requests in flight")
     request_timeout: float = arg(120.0, help="http: seconds per request")
     retries: int = arg(4, help="http: retries per request (exponential backoff)")
@@ -79,26 +81,34 @@ class HTTPBackend:
             return json.loads(resp.read())
 
     def _first_model(self) -> str:
-        models = self._request("GET", "/models")["data"]
-        if not models:
-            raise RuntimeError(f"{self.base_url}/models lists no model")
-        return models[0]["id"]
+        resp, error = self._retrying("GET", "/models")
+        try:
+            return resp["data"][0]["id"]
+        except (KeyError, IndexError, TypeError) as e:
+            error = error or f"no model listed ({type(e).__name__}: {e})"
+        raise ConnectionError(f"{self.base_url}/models: {error}; pass --model NAME or check --base-url")
 
-    def _call(self, path: str, body: dict) -> Completion:
+    def _retrying(self, method: str, path: str, body: dict | None = None) -> tuple[dict | None, str]:
+        """(the JSON answer, "") or (None, why the last try failed); retries what may pass next time."""
         error = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                resp = self._request("POST", path, body)
+                return self._request(method, path, body), ""
             except urllib.error.HTTPError as e:
                 error = f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"
                 if e.code not in RETRY_STATUS:
                     break
-                continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+            except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, cut short
                 error = f"{type(e).__name__}: {e}"
-                continue
+            except ValueError as e:  # a body that is not JSON: truncated or garbled on the way
+                error = f"malformed JSON body: {e}"
+        return None, error
+
+    def _call(self, path: str, body: dict) -> Completion:
+        resp, error = self._retrying("POST", path, body)
+        if resp is not None:
             try:
                 choice = resp["choices"][0]
                 text = choice["text"] if "text" in choice else choice["message"]["content"] or ""
@@ -108,5 +118,4 @@ class HTTPBackend:
                                   prompt_tokens=int(usage.get("prompt_tokens", 0)))
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 error = f"malformed response: {type(e).__name__}: {e}"
-                break
         return Completion("", "error", 0, error=f"{self.base_url}{path}: {error}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from s2r.grader import last_boxed
-from s2r.jsonl import DataError, iter_jsonl
+from s2r.jsonl import DataError, has_surrogate, iter_jsonl
 from s2r.tasks.task import Problem, Task
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,9 @@ def load_file(path: Path, row: Row) -> list[Problem]:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             raise DataError(f"{path}:{lineno}: cannot read problem: {what}") from None
         if not isinstance(p.problem, str) or not p.problem.strip():
-            raise DataError(f"{path}:{lineno}: empty problem text")
+            raise DataError(f"{path}:{lineno}: the problem must be non-empty text, not {p.problem!r:.40}")
+        if has_surrogate(p.problem):
+            raise DataError(f"{path}:{lineno}: the problem text holds a lone surrogate (such as \\ud800), which no tokenizer can encode")
         if not p.gold:
             no_gold.append(lineno)
             continue

@@ -132,8 +132,10 @@ def load_policy(cfg, device):
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, attn_implementation=cfg.attn_implementation,
-                                                 trust_remote_code=cfg.trust_remote_code).to(device)
+    from s2r.models.hf import from_pretrained
+
+    model = from_pretrained(AutoModelForCausalLM, cfg.model, dtype=torch.float32, attn_implementation=cfg.attn_implementation,
+                            trust_remote_code=cfg.trust_remote_code).to(device)
     if cfg.lora_rank:
         from peft import LoraConfig, get_peft_model
 
@@ -151,20 +153,21 @@ def load_models(cfg, dist_: Distributed):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from s2r.models.hf import from_pretrained
     from s2r.train.sharding import shard
 
     hf_logging.disable_progress_bar()
     device, bf16 = dist_.device, cfg.bf16_on(dist_.device)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = from_pretrained(AutoTokenizer, cfg.model, trust_remote_code=cfg.trust_remote_code)
     model = load_policy(cfg, device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # training forwards keep no cache (generation asks for one)
     ref = None
     if not cfg.lora_rank and cfg.kl_coef > 0:
-        ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                                   attn_implementation=cfg.attn_implementation,
-                                                   trust_remote_code=cfg.trust_remote_code).to(device).eval()
+        ref = from_pretrained(AutoModelForCausalLM, cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32,
+                              attn_implementation=cfg.attn_implementation,
+                              trust_remote_code=cfg.trust_remote_code).to(device).eval()
         ref.requires_grad_(False)
     if cfg.strategy == "fsdp":
         shard(model, device, dist_.world, bf16)
@@ -197,7 +200,7 @@ def read_log(path: Path, n: int) -> list[dict]:
     """The first n records of a run's log.jsonl (a killed run may have left a torn last line)."""
     from s2r.jsonl import read_jsonl
 
-    return list(read_jsonl(path, allow_torn_tail=True))[:n] if path.exists() else []
+    return list(read_jsonl(path, allow_torn_tail=True, allow_empty=True))[:n] if path.exists() else []
 
 
 class RunLog:

@@ -21,11 +21,11 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from s2r.config import arg
+from s2r.config import arg, to_dict
 from s2r.jsonl import DataError, write_json_atomic
 from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.train.common import (
@@ -220,7 +220,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
             write_json_atomic(info_path, {"key": key, "finished": step == len(steps), "steps": step, "total_steps": len(steps),
-                                          "pairs": len(examples), "left_out_too_long": too_long, "config": asdict(cfg),
+                                          "pairs": len(examples), "left_out_too_long": too_long, "config": to_dict(cfg),
                                           "last": log[-1] if log else None})
             print(f"wrote {out / 'model'} after {step} steps on {len(examples)} pairs", file=sys.stderr)
         dist_.barrier()

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from s2r.grader import grader_failed
-from s2r.jsonl import DataError
+from s2r.jsonl import DataError, has_surrogate
 from s2r.metrics import group_by_problem
 
 WEIGHTINGS = ("none", "difficulty")
@@ -59,9 +59,11 @@ def build_pairs(records: Sequence[dict], source: str, weighting: str = "none", m
             if source == "attempts" and len(r["attempts"]) != 1:
                 raise DataError(f"problem {r['id']!r}: a sample with {len(r['attempts'])} attempts; "
                                 "--pairs attempts takes `s2r sample` output (one attempt each)")
-            if "text" not in r or "problem" not in r:
-                raise DataError(f"problem {r['id']!r}: a sample without 'text' or 'problem' "
+            if not isinstance(r.get("text"), str) or not isinstance(r.get("problem"), str):
+                raise DataError(f"problem {r['id']!r}: a sample whose 'text' or 'problem' is missing or not text "
                                 "(expected `s2r sample` or `s2r solve` output)")
+            if has_surrogate(r["text"] + r["problem"]):
+                raise DataError(f"problem {r['id']!r}: a text holds a lone surrogate (such as \\ud800), which no tokenizer can encode")
         outcomes = [outcome(r) for r in group]
         right = list(dict.fromkeys(r["text"] for r, o in zip(group, outcomes) if o == "right"))
         wrong = list(dict.fromkeys(r["text"] for r, o in zip(group, outcomes) if o == "wrong"))

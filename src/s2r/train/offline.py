@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from s2r.config import arg
+from s2r.config import arg, to_dict
 from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat
 from s2r.tasks import DataFields
 from s2r.train.advantages import (
@@ -322,7 +322,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
             write_json_atomic(info_path, {"key": key, "finished": True, "steps": step, "selection": counts,
-                                          "baselines": baselines, "config": asdict(cfg)})
+                                          "baselines": baselines, "config": to_dict(cfg)})
             print(f"wrote {out / 'model'} after {step} steps on {len(data)} rollouts", file=sys.stderr)
         dist_.barrier()
         return out / "model"

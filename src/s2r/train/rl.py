@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from s2r.config import arg
+from s2r.config import arg, to_dict
 from s2r.format import SOLVE, MarkerFields, parse
 from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic, write_jsonl_atomic
@@ -321,7 +321,7 @@ def run_rl(cfg: RLConfig) -> Path:
         run_log.close()
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
-            write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": asdict(cfg),
+            write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": to_dict(cfg),
                                           "last": log[-1] if log else None})
             print(f"wrote {out / 'model'} after {iteration} iterations", file=sys.stderr)
         dist_.barrier()

@@ -28,8 +28,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from s2r.config import arg
-from s2r.jsonl import read_jsonl, write_json_atomic
+from s2r.config import arg, to_dict
+from s2r.jsonl import DataError, has_surrogate, iter_jsonl, wrong_field, write_json_atomic
 from s2r.prompts import PromptConfig, messages_for, render_prompt
 from s2r.train.common import (
     Distributed,
@@ -93,16 +93,39 @@ def micro_batches(examples: list, rank: int, world: int, size: int) -> list[list
     return [mine[i : i + size] for i in range(0, len(mine), size)]
 
 
-def encode_records(path: str, tokenizer, cfg: SFTConfig) -> tuple[list[tuple[list[int], list[int]]], int]:
-    """(ids, loss mask) per record, and how many were longer than max_length (left out)."""
+def sft_problem(r: dict) -> str | None:
+    """What is wrong with an SFT record (`s2r build`: problem, completion, spans), or None."""
+    problem = wrong_field(r, {"problem": str, "completion": str, "spans": list})
+    if problem:
+        return problem
+    n = len(r["completion"])
+    for s in r["spans"]:
+        if not (isinstance(s, list) and len(s) == 2 and all(type(x) is int for x in s) and 0 <= s[0] <= s[1] <= n):
+            return f"a span must be [start, end] with 0 <= start <= end <= {n} (the completion's length), not {s!r:.40}"
+    if has_surrogate(r["problem"] + r["completion"]):
+        return "the text holds a lone surrogate (such as \\ud800), which no tokenizer can encode"
+    return None
+
+
+def read_records(path: str) -> list[tuple[int, dict]]:
+    """(line number, record) of an SFT records file; DataError naming path:line on a bad record."""
+    records = list(iter_jsonl(path))
+    for lineno, r in records:
+        problem = sft_problem(r)
+        if problem:
+            raise DataError(f"{path}:{lineno}: not an SFT record (expected the output of `s2r build`): {problem}")
+    return records
+
+
+def encode_records(path: str, records: list[tuple[int, dict]], tokenizer,
+                   cfg: SFTConfig) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """(ids, loss mask) per record of `path` (read_records), and how many were longer than
+    max_length (left out)."""
     from s2r.train.batching import encode_spans
 
     prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
     examples, too_long = [], 0
-    for i, r in enumerate(read_jsonl(path), start=1):
-        missing = [k for k in ("problem", "completion", "spans") if k not in r]
-        if missing:
-            raise ValueError(f"{path}: record {i} lacks {', '.join(missing)} (expected the output of `s2r build`)")
+    for _, r in records:
         prompt = render_prompt(messages_for(r["problem"], prompt_cfg), prompt_cfg, tokenizer)
         ids, mask = encode_spans(tokenizer, prompt, r["completion"], [tuple(s) for s in r["spans"]])
         if len(ids) > cfg.max_length:
@@ -110,7 +133,7 @@ def encode_records(path: str, tokenizer, cfg: SFTConfig) -> tuple[list[tuple[lis
             continue
         examples.append((ids, mask))
     if not examples:
-        raise ValueError(f"{path}: no record fits in max_length {cfg.max_length}")
+        raise DataError(f"{path}: no record fits in max_length {cfg.max_length}")
     return examples, too_long
 
 
@@ -156,6 +179,7 @@ def run_sft(cfg: SFTConfig) -> Path:
 
     from s2r.train.sharding import clip_grads, lockstep, memory_bytes
 
+    records = read_records(cfg.data)  # bad data stops here, before any model is loaded
     cfg = cfg.from_model(cfg.model)
     dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
@@ -168,7 +192,7 @@ def run_sft(cfg: SFTConfig) -> Path:
             return out / "model"
         torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_)
-        examples, too_long = encode_records(cfg.data, tokenizer, cfg)
+        examples, too_long = encode_records(cfg.data, records, tokenizer, cfg)
         if too_long and dist_.main:
             print(f"warning: {too_long} records longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
         steps = batch_order(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
@@ -218,7 +242,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
             write_json_atomic(info_path, {"key": key, "finished": step == len(steps), "steps": step, "total_steps": len(steps),
-                                          "examples": len(examples), "left_out_too_long": too_long, "config": asdict(cfg),
+                                          "examples": len(examples), "left_out_too_long": too_long, "config": to_dict(cfg),
                                           "memory": memory, "last": log[-1] if log else None})
             print(f"wrote {out / 'model'} after {step} steps", file=sys.stderr)
         dist_.barrier()

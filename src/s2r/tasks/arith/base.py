@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from s2r.config import arg
+from s2r.config import arg, to_dict
 from s2r.format import DEFAULT_FORMAT
 from s2r.grader import Grader, extract_answer
 from s2r.jsonl import write_json_atomic
@@ -189,7 +189,7 @@ def train_base(cfg: BaseConfig) -> Path:
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     write_model_prompt(model_dir, PLAIN)
-    write_json_atomic(info_path, {"key": cfg.key(), "config": asdict(cfg), "steps": step, "reached_target": reached,
+    write_json_atomic(info_path, {"key": cfg.key(), "config": to_dict(cfg), "steps": step, "reached_target": reached,
                                   "history": history})
     return model_dir
 
