@@ -34,15 +34,17 @@ class VLLMBackend:
 
     keeps_stop_strings = True  # honours SamplingParams.include_stop
 
-    def __init__(self, llm, tokenizer):
+    def __init__(self, llm, tokenizer, sleeps: bool = False):
         self.llm, self.tokenizer = llm, tokenizer
         self.max_positions = llm.llm_engine.model_config.max_model_len
+        self.sleeps, self.asleep = sleeps, False  # sleeps: made with vLLM's sleep mode
 
     @classmethod
     def from_pretrained(cls, path: str, fields: VLLMFields, dtype: str = "auto", seed: int = 0,
-                        logprobs_mode: str = "raw_logprobs", tokenizer=None) -> VLLMBackend:
+                        logprobs_mode: str = "raw_logprobs", tokenizer=None, sleep: bool = False) -> VLLMBackend:
         """An engine on the model folder `path`. logprobs_mode "raw_logprobs" returns log π at
-        temperature 1 (the Completion contract); "processed_logprobs" at the sampling temperature (RL)."""
+        temperature 1 (the Completion contract); "processed_logprobs" at the sampling temperature (RL).
+        sleep: make it with vLLM's sleep mode (GPUs), so `sleep()` can free its memory for training."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights can be pushed
         try:
             from vllm import LLM
@@ -54,11 +56,22 @@ class VLLMBackend:
             dtype = "bfloat16" if _has_cuda() else "float32"
         llm = LLM(model=path, dtype=dtype, seed=seed, gpu_memory_utilization=fields.gpu_memory_utilization,
                   enforce_eager=fields.enforce_eager, max_model_len=fields.max_model_len, logprobs_mode=logprobs_mode,
-                  generation_config="vllm")  # as the transformers backend: the model's sampling defaults are not applied
-        return cls(llm, tokenizer or AutoTokenizer.from_pretrained(path))
+                  generation_config="vllm", enable_sleep_mode=sleep)  # as the transformers backend: the model's sampling defaults are not applied
+        return cls(llm, tokenizer or AutoTokenizer.from_pretrained(path), sleeps=sleep)
 
     def close(self) -> None:
         pass
+
+    def sleep(self) -> None:
+        """Level 1: weights to host memory, KV cache freed (only when made with sleep mode)."""
+        if self.sleeps and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def push_weights(self, named: Iterable[tuple[str, object]]) -> None:
         """Load (name, tensor) pairs, named as in the Hugging Face checkpoint, into the engine's model,
@@ -71,6 +84,7 @@ class VLLMBackend:
                  max_tokens: Sequence[int] | None = None) -> list[Completion]:
         from vllm import SamplingParams as VSamplingParams
 
+        self.wake()
         budgets = max_tokens or [params.max_tokens] * len(prompts)
         bos = self.tokenizer.bos_token
         add_special = not (bos and all(p.startswith(bos) for p in prompts))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import json
 import os
 import random
@@ -41,6 +42,7 @@ from s2r.config import arg
 from s2r.format import SOLVE, MarkerFields, parse
 from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic, write_jsonl_atomic
+from s2r.models.vllm_backend import VLLMFields
 from s2r.solve import loop_written
 from s2r.train.advantages import (
     ADVANTAGES,
@@ -70,7 +72,7 @@ LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr"
 
 
 @dataclass
-class RLConfig(TrainFields, MarkerFields):
+class RLConfig(TrainFields, MarkerFields, VLLMFields):
     model: str = arg(help="starting model folder (the behaviour-initialised model; also the KL reference)", positional=True)
     data: list[str] = arg(["arith:train"], help="problem sets: benchmarks (name, name:split) or JSONL files")
     level: str = arg("process", help="outcome (ORL: RLOO, one part per rollout) or process (PRL: one part per action)")
@@ -101,6 +103,9 @@ class RLConfig(TrainFields, MarkerFields):
     data_dir: str | None = arg(None, help="benchmark data directory")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     seed: int = arg(0, help="seed of the prompt order and of sampling")
+    backend: str = arg("transformers", help="rollouts from the trained model itself (transformers) or from a vLLM "
+                                            "engine in this process that gets its weights before each iteration (vllm)")
+    tis_cap: float = arg(2.0, help="vllm: cap C of the truncated importance weight min(π_old / π_vllm, C) per token")
     ckpt_every: int = arg(10, help="iterations between checkpoints")
     save_rollouts: bool = arg(False, help="write each iteration's rollouts, graded, with per-action rewards and "
                                           "advantages, to OUT/rollouts/NNNNNN.jsonl")
@@ -108,6 +113,7 @@ class RLConfig(TrainFields, MarkerFields):
     def key(self, data_digest: str) -> str:
         """What determines the trained weights (not where they go or how fast)."""
         skip = ("out", "iterations", "ckpt_every", "device", "threads", "tensorboard", "generation_batch_size",
+                "gpu_memory_utilization", "enforce_eager", "max_model_len",
                 "save_rollouts")
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
@@ -118,6 +124,7 @@ class RLConfig(TrainFields, MarkerFields):
 
     def check(self) -> None:
         for name, value, table in (("level", self.level, ADVANTAGES), ("context", self.context, CONTEXTS),
+                                   ("backend", self.backend, ("transformers", "vllm")),
                                    ("baseline", self.baseline, BASELINES), ("kl_estimator", self.kl_estimator, ("k1", "k3"))):
             if value not in table:
                 raise ValueError(f"{name} must be one of {', '.join(table)}, not {value!r}")
@@ -160,6 +167,7 @@ class Rollout:
     adv: list[float]  # advantage per part (the KL fold comes later)
     old_logp: list[float] | None = None  # log π_old per predicted token, [len(ids) − 1]
     ref_logp: list[float] | None = None
+    sampler_logp: list[float] | None = None  # log π of the engine that sampled (vLLM), NaN where unknown
 
 
 def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str, fmt, state: dict,
@@ -172,6 +180,7 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
     groups left out). Each record of a group that was not left out gains `rewards` (per action; one
     for ORL), `advantages` (per part, before the KL fold) and `trained`, for OUT/rollouts."""
     from s2r.train.batching import encode_parts
+    from s2r.train.rl_vllm import sampler_logprobs
 
     groups, kept = [], []
     failed = 0
@@ -203,7 +212,9 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
             # markers the loop wrote are not the model's samples: not trained either
             ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated),
                                       skip=loop_written(r))
-            rollouts.append(Rollout(ids, parts, adv))
+            sampler = sampler_logprobs(tokenizer, len(ids), text, r["sampled"], r.get("stopped", not truncated)) \
+                if "sampled" in r else None
+            rollouts.append(Rollout(ids, parts, adv, sampler_logp=sampler))
     observed = {
         "reward/outcome_mean": [outcome_reward(st, tr) for st, tr in flat_steps],
         "reward/solve_mean": [x for r, st in per_step for x, s in zip(r, st) if s.kind == SOLVE],
@@ -237,6 +248,8 @@ def batch_of(rollouts: list[Rollout], pad_id: int, device) -> dict:
         t["old_logp"] = pad([r.old_logp for r in rollouts], 0.0, device)
     if rollouts[0].ref_logp is not None:
         t["ref_logp"] = pad([r.ref_logp for r in rollouts], 0.0, device)
+    if rollouts[0].sampler_logp is not None:
+        t["sampler_logp"] = pad([r.sampler_logp for r in rollouts], math.nan, device)
     return t
 
 
@@ -276,7 +289,7 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
     import torch
 
     from s2r.train.batching import token_logprobs
-    from s2r.train.losses import clipped_mask, clipped_surrogate, k1, k3, part_log_ratios, part_sums
+    from s2r.train.losses import clipped_mask, clipped_surrogate, k1, k3, part_log_ratios, part_sums, tis_weights
 
     sums = [0.0] * 5
     for j, mb in enumerate(micros):
@@ -294,7 +307,10 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
                 if cfg.kl_estimator == "k1":
                     adv = fold_kl(adv, part_sums(k1_t, t["parts"], t["n_parts"]), cfg.kl_coef)  # A_p − β Σ_{t∈p} k1_t
             log_ratio = part_log_ratios(logp, old, t["parts"], t["n_parts"])  # [n]
-            surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps).sum() * weight
+            surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps)  # [n]
+            if "sampler_logp" in t:  # sampled by vLLM: truncated importance sampling (rl_vllm.py)
+                surrogate = surrogate * tis_weights(old, t["sampler_logp"], t["parts"], t["n_parts"], cfg.tis_cap)
+            surrogate = surrogate.sum() * weight
             loss = surrogate / n_parts
             k3_sum = torch.zeros((), device=device)
             if cfg.kl_estimator == "k3" and "ref_logp" in t:
@@ -349,7 +365,12 @@ def run_rl(cfg: RLConfig) -> Path:
         ddp = wrap_ddp(model, dist_)
         autocast = cfg.autocast(dist_.device)
         prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
-        backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
+        if cfg.backend == "vllm":
+            from s2r.train.rl_vllm import colocated_engine, push_policy
+
+            backend = colocated_engine(cfg, model, tokenizer)
+        else:
+            backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
         run_log = RunLog(out, log, cfg.iterations, f"rl ({cfg.level})", "it", dist_.main, cfg.tensorboard)
         start = time.monotonic()
         with Grader(workers=1) as grader:
@@ -358,11 +379,16 @@ def run_rl(cfg: RLConfig) -> Path:
                 jobs = [(problems[i][0], problems[i][1], k) for i in mine for k in range(cfg.samples)]
                 settings = Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, prompt=prompt_cfg,
                                     params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                                          seed=cfg.seed * 1_000_003 + iteration * 1009 + dist_.rank))
+                                                          seed=cfg.seed * 1_000_003 + iteration * 1009 + dist_.rank,
+                                                          logprobs=cfg.backend == "vllm"))
                 model.eval()
+                if cfg.backend == "vllm":
+                    push_policy(backend, model)  # the weights of the last step (or of the checkpoint)
                 t0 = time.monotonic()
                 records, _ = solve_problems(backend, jobs, "s2r", settings, grader)  # failed ones have no record
                 gen_seconds = time.monotonic() - t0
+                if cfg.backend == "vllm":
+                    backend.sleep()  # where vLLM has a sleep mode: its memory is the trainer's until the next push
                 model.train()
                 by_job = {(r["id"], r["sample"]): r for r in records}  # a failed generation (errors) has none
                 ordered = [by_job.get((p.id, k)) for _, p, k in jobs]
