@@ -74,10 +74,11 @@ class VLLMBackend:
             self.asleep = False
 
     def push_weights(self, named: Iterable[tuple[str, object]]) -> None:
-        """Load (name, tensor) pairs, named as in the Hugging Face checkpoint, into the engine's model,
-        and forget the prefix cache (its keys and values came from the old weights)."""
-        weights = list(named)
-        self.llm.apply_model(lambda model: model.load_weights(weights))
+        """Load (name, tensor) pairs, named as in the Hugging Face checkpoint, into the engine's model
+        through the worker's in-place `reload_weights` (which redoes the platform's processing of loaded
+        weights, e.g. the CPU backend's packed GEMM weights; the model's own `load_weights` cannot, once
+        they are packed), and forget the prefix cache (its keys and values came from the old weights)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named), "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
 
     def complete(self, prompts: Sequence[str], params: SamplingParams,
