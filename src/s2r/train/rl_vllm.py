@@ -23,13 +23,10 @@ import math
 
 def colocated_engine(cfg, model, tokenizer):
     """The rollout engine of `s2r rl`: cfg.model loaded by vLLM (float32 like the trainer), in this process."""
-    from vllm.platforms import current_platform
-
     from s2r.models.vllm_backend import VLLMBackend
 
     return VLLMBackend.from_pretrained(cfg.model, cfg, dtype="float32", seed=cfg.seed,
-                                       logprobs_mode="processed_logprobs", tokenizer=tokenizer,
-                                       sleep=current_platform.is_sleep_mode_available())
+                                       logprobs_mode="processed_logprobs", tokenizer=tokenizer, sleep=None)
 
 
 def policy_weights(model):
