@@ -1,9 +1,8 @@
-"""The vLLM backend (`--backend vllm`) and RL with vLLM colocated; the engine tests skip without vLLM.
+"""The vLLM backend (`--backend vllm`); the engine tests skip without vLLM (RL: test_vllm_rl.py).
 
 The pure parts (truncated importance weights, sampled-token alignment) run everywhere."""
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -61,7 +60,8 @@ def engines():
     from s2r.models.vllm_backend import VLLMBackend, VLLMFields
 
     v = VLLMBackend.from_pretrained(str(BASE), VLLMFields(gpu_memory_utilization=0.1), dtype="float32")
-    return v, TransformersBackend.from_pretrained(str(BASE), batch_size=64, device="cpu", dtype="float32")
+    yield v, TransformersBackend.from_pretrained(str(BASE), batch_size=64, device="cpu", dtype="float32")
+    v.close()  # its memory back before the next engine (test_vllm_rl.py)
 
 
 def _problems(n):
@@ -115,49 +115,6 @@ def test_sampled_logprobs_agree_with_the_trainers(engines):
         with torch.no_grad():
             trainer = token_logprobs(hf.model, batch)[0, len(p) - 1 :]  # [n_new]
         assert torch.allclose(torch.tensor(c.logprobs), trainer, atol=TOL)
-
-
-# ----------------------------------------------------------------------------------- RL colocated
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("level", ["outcome", "process"])
-def test_rl_pushes_its_weights_into_vllm_after_each_update(level, tmp_path, monkeypatch, grader):
-    pytest.importorskip("vllm")
-    import s2r.train.rl_vllm as rl_vllm
-    from s2r.jsonl import read_jsonl
-    from s2r.models.hf import TransformersBackend
-    from s2r.train.rl import RLConfig, run_rl
-
-    prompts = [f"Question: {p.problem}\nAnswer:\n" for p in _problems(20)]
-    greedy = SamplingParams(max_tokens=64)
-    seen = []
-    push = rl_vllm.push_policy
-
-    def push_and_compare(backend, model):  # the real push, then both engines on the same 20 prompts
-        push(backend, model)
-        model.eval()
-        ours = [c.token_ids for c in TransformersBackend(model, backend.tokenizer).complete(prompts, greedy)]
-        seen.append((ours, [c.token_ids for c in backend.complete(prompts, greedy)]))
-
-    monkeypatch.setattr(rl_vllm, "push_policy", push_and_compare)
-    cfg = RLConfig(str(BASE), level=level, data=["arith:train"], limit=24, out=str(tmp_path / level), iterations=3, prompts=4,
-                   samples=2, max_tokens=200, updates=1, lr=3e-3, system="", template="plain", tensorboard=False,
-                   threads=1, backend="vllm", gpu_memory_utilization=0.1, temperature=1.0)
-    run_rl(cfg)
-    log = list(read_jsonl(Path(cfg.out) / "log.jsonl"))
-    assert [r["iteration"] for r in log] == [1, 2, 3]
-    assert len(seen) == 3 and all(ours == theirs for ours, theirs in seen)
-    assert seen[0][0] != seen[-1][0]  # the updates changed the greedy outputs: the pushes carried them
-
-
-def test_the_cli_solves_with_vllm(tmp_path):
-    pytest.importorskip("vllm")
-    from s2r.evaluate import SolveConfig, run_solve
-
-    records = run_solve(SolveConfig(out=str(tmp_path / "t.jsonl"), data=["arith"], limit=5, model=str(BASE), backend="vllm",
-                                    system="", template="plain", max_tokens=128, gpu_memory_utilization=0.1))
-    assert len(records) == 5 and os.path.exists(tmp_path / "t.jsonl")
 
 
 def test_without_vllm_the_backend_says_how_to_install_it():

@@ -11,6 +11,7 @@ differ and a call with the same seed samples the same tokens again.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,13 +59,19 @@ class VLLMBackend:
             sleep = current_platform.is_sleep_mode_available()
         if dtype == "auto":  # as the transformers backend
             dtype = "bfloat16" if _has_cuda() else "float32"
+        # generation_config="vllm": the model's own sampling defaults are not applied (as in decode.py)
         llm = LLM(model=path, dtype=dtype, seed=seed, gpu_memory_utilization=fields.gpu_memory_utilization,
                   enforce_eager=fields.enforce_eager, max_model_len=fields.max_model_len, logprobs_mode=logprobs_mode,
-                  generation_config="vllm", enable_sleep_mode=sleep)  # as the transformers backend: the model's sampling defaults are not applied
+                  generation_config="vllm", enable_sleep_mode=sleep)
         return cls(llm, tokenizer or AutoTokenizer.from_pretrained(path), sleeps=sleep)
 
     def close(self) -> None:
-        pass
+        """Shut the engine down and free its memory (weights, KV cache): vLLM freezes its objects
+        from the garbage collector until its shutdown."""
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+            gc.collect()
 
     def sleep(self) -> None:
         """Level 1: weights to host memory, KV cache freed (only when made with sleep mode)."""

@@ -445,6 +445,7 @@ def run_rl(cfg: RLConfig) -> Path:
                 if dist_.main and (iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations):
                     save_checkpoint(ckpt_path, model, trainable_names, opt, key=key, iteration=iteration, baselines=state)
         run_log.close()
+        backend.close()
         if dist_.main:
             save_model(model, tokenizer, cfg, out)
             write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": asdict(cfg),
