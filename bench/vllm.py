@@ -67,7 +67,7 @@ def main() -> None:
     results = {}
     for what in ("generation", "rl"):
         for backend in ("transformers", "vllm"):
-            done = subprocess.run([sys.executable, __file__, what, backend], capture_output=True, text=True, check=True)
+            done = subprocess.run([sys.executable, __file__, what, backend], stdout=subprocess.PIPE, text=True, check=True)
             results[(what, backend)] = json.loads(done.stdout.strip().splitlines()[-1])
             print(what, backend, results[(what, backend)], file=sys.stderr)
     g = {b: results[("generation", b)]["tokens_per_s"] for b in ("transformers", "vllm")}

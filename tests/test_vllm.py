@@ -117,6 +117,33 @@ def test_sampled_logprobs_agree_with_the_trainers(engines):
         assert torch.allclose(torch.tensor(c.logprobs), trainer, atol=TOL)
 
 
+def test_pushed_weights_reach_every_layer_the_tied_head_too(engines):
+    from s2r.train.rl_vllm import policy_weights
+
+    vllm_backend, hf = engines
+    prompts = [f"Question: {p.problem}\nAnswer:\n" for p in _problems(20)]
+    params = SamplingParams(max_tokens=32, logprobs=True)
+    model = hf.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.manual_seed(0)
+    try:
+        for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"):
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(before[n])
+                p = dict(model.named_parameters())[name]
+                p.add_(0.05 * torch.randn_like(p))
+            vllm_backend.push_weights(policy_weights(model))
+            for a, b in zip(vllm_backend.complete(prompts, params), hf.complete(prompts, params)):
+                assert a.token_ids == b.token_ids, name
+                assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=TOL), name
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(before[n])
+        vllm_backend.push_weights(policy_weights(model))
+
+
 def test_without_vllm_the_backend_says_how_to_install_it():
     import importlib.util
 
