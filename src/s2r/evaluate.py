@@ -14,6 +14,7 @@ from s2r.jsonl import ResumableJsonl, write_atomic, write_json_atomic
 from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
+from s2r.models.vllm_backend import VLLMFields
 from s2r.progress import Progress
 from s2r.prompts import DEFAULT_REVIEW, PromptConfig, PromptFields
 from s2r.settings_guard import guard_output, model_digest
@@ -22,12 +23,12 @@ from s2r.tasks import DataFields, Task, grading_task
 
 
 @dataclass
-class SolveConfig(MarkerFields, HTTPFields, DataFields, PromptFields):
+class SolveConfig(MarkerFields, HTTPFields, DataFields, PromptFields, VLLMFields):
     out: str = arg(help="solve: trajectories JSONL to write; eval: output folder")
     data: list[str] | None = arg(None, help="benchmarks (folder names, name:split) or JSONL files; with --task, its "
                                             "splits (default: math500; with --task, its test split)")
-    model: str | None = arg(None, help="transformers: model folder; http: served model name (default: the first listed)")
-    backend: str = arg("transformers", help="transformers (local folder) or http (OpenAI-compatible server)")
+    model: str | None = arg(None, help="transformers, vllm: model folder; http: served model name (default: the first listed)")
+    backend: str = arg("transformers", help="transformers or vllm (a local model folder), or http (OpenAI-compatible server)")
     strategy: str = arg("s2r", help="s2r, single, majority or intrinsic")
     samples: int = arg(1, help="trajectories per problem (for pass@k, maj@k, and CL/CS estimates)")
     votes: int = arg(4, help="majority: sampled answers per vote")
@@ -40,7 +41,7 @@ class SolveConfig(MarkerFields, HTTPFields, DataFields, PromptFields):
     tokenizer: str | None = arg(None, help="http: local tokenizer folder, to render its chat template")
     batch_size: int = arg(32, help="transformers: prompts per generate() call")
     device: str = arg("auto", help="transformers: auto, cpu, cuda, cuda:1, ...")
-    dtype: str = arg("auto", help="transformers: auto, float32, bfloat16, float16")
+    dtype: str = arg("auto", help="transformers, vllm: auto (bfloat16 on GPUs, float32 on CPU), float32, bfloat16, float16")
     grader_timeout: float = arg(2.0, help="seconds per grading comparison")
     chunk: int = arg(64, help="jobs between two flushes of the output")
 
@@ -57,6 +58,12 @@ def make_backend(cfg: SolveConfig):
         from s2r.models.hf import TransformersBackend
 
         return TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
+    if cfg.backend == "vllm":
+        if not cfg.model:
+            raise ValueError("--model MODEL_DIR is required with the vllm backend")
+        from s2r.models.vllm_backend import VLLMBackend
+
+        return VLLMBackend.from_pretrained(cfg.model, cfg, dtype=cfg.dtype, seed=cfg.seed)
     if cfg.backend == "http":
         from s2r.models.http import HTTPBackend
 
@@ -69,17 +76,17 @@ def make_backend(cfg: SolveConfig):
             tokenizer = from_pretrained(AutoTokenizer, cfg.tokenizer)
         return HTTPBackend(cfg.base_url, cfg.model, cfg.api_key, cfg.request_timeout, cfg.retries,
                            cfg.concurrency, tokenizer=tokenizer)
-    raise ValueError(f"backend must be transformers or http, not {cfg.backend!r}")
+    raise ValueError(f"backend must be transformers, vllm or http, not {cfg.backend!r}")
 
 
 def model_folder(cfg: SolveConfig) -> str | None:
     """The local folder whose s2r.json gives the prompt defaults: the model, or (http) the tokenizer."""
-    return cfg.model if cfg.backend == "transformers" else cfg.tokenizer
+    return cfg.model if cfg.backend in ("transformers", "vllm") else cfg.tokenizer
 
 
 def model_identity(cfg: SolveConfig) -> str:
     """The model as a trajectories file's settings record it: a local model's digest, or the served name."""
-    if cfg.backend == "transformers" and cfg.model:
+    if cfg.backend in ("transformers", "vllm") and cfg.model:
         return model_digest(cfg.model)
     return f"{cfg.model or '(first listed)'} at {cfg.base_url}"
 

@@ -132,6 +132,19 @@ def loop_written(record: dict) -> list[tuple[int, int]]:
     return [(m[0], m[1]) for m in record.get("loop_markers", [])]
 
 
+def sampled_spans(tokenizer, ids: list[int], logprobs: list[float], offset: int) -> list[list]:
+    """[start, end, log π] of each generated token: its characters in the trajectory text, where the
+    completion begins at `offset` (a token that adds no text, such as EOS, has start = end).
+
+    ids of "ab" + EOS, offset 5 -> [[5, 6, lp0], [6, 7, lp1], [7, 7, lp2]]"""
+    out, end = [], 0
+    for k, lp in enumerate(logprobs):
+        n = len(tokenizer.decode(ids[: k + 1], skip_special_tokens=True))
+        out.append([offset + end, offset + n, lp])
+        end = n
+    return out
+
+
 def attempts_of(text: str, fmt: TrajectoryFormat, extract=MATH.extract) -> list[dict]:
     """[{"answer", "verdict"}] per attempt: each solve action (its answer by `extract`) and the
     verification after it."""
@@ -159,6 +172,7 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
     texts, tokens = [""] * n, [0] * n
     truncated, errors, stopped = [False] * n, [None] * n, [False] * n
     markers: list[list] = [[] for _ in range(n)]  # [start, end, "eos" | "cut", kind] of each marker the loop wrote
+    sampled: list[list] = [[] for _ in range(n)]  # [start, end, log π] of each generated token (params.logprobs)
     active = list(range(n))
     while active:
         # One round for every active trajectory, in one call, each with the rest of its budget.
@@ -168,6 +182,9 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
             if c.finish_reason == "error":
                 errors[i] = c.error
                 continue
+            if params.logprobs and c.logprobs is not None:
+                kept = [x for x in sampled[i] if x[1] <= len(texts[i])]  # tokens of text the loop cut off go
+                sampled[i] = kept + sampled_spans(backend.tokenizer, c.token_ids, c.logprobs, len(texts[i]))
             texts[i] += c.text
             tokens[i] += c.num_tokens
             full = len(texts[i])
@@ -186,7 +203,8 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
                 still.append(i)
         active = still
     return [Rollout(texts[i], attempts_of(texts[i], s.fmt, s.task.extract), tokens[i], truncated[i], errors[i],
-                    {"stopped": stopped[i], "loop_markers": markers[i]}) for i in range(n)]
+                    {"stopped": stopped[i], "loop_markers": markers[i], **({"sampled": sampled[i]} if params.logprobs else {})})
+            for i in range(n)]
 
 
 # ----------------------------------------------------------------------------------- baselines

@@ -77,3 +77,16 @@ def clipped_mask(log_ratio: torch.Tensor, adv: torch.Tensor, eps: float) -> torc
     """True where the clipped term is the one taken (no gradient flows through that part)."""
     ratio = torch.exp(log_ratio)
     return ((ratio > 1 + eps) & (adv > 0)) | ((ratio < 1 - eps) & (adv < 0))
+
+
+def tis_weights(old_logp: torch.Tensor, sampler_logp: torch.Tensor, part_ids: torch.Tensor, n_parts: int,
+                cap: float) -> torch.Tensor:
+    """Truncated importance sampling weight of each part -> [n_parts], for rollouts sampled by another
+    engine (vLLM) than the trainer: the mean over the part's tokens of
+        w_t = min(π_old(y_t) / π_sampler(y_t), C)      (w_t = 1 where sampler_logp is NaN: unknown).
+
+    old [ln 0.5, ln 0.2], sampler [ln 0.25, ln 0.4], one part, C = 1.5 -> (min(2, 1.5) + 0.5) / 2 = 1.0"""
+    w = torch.exp(old_logp - sampler_logp).clamp(max=cap)  # [B, T]
+    w = torch.where(torch.isnan(w), torch.ones_like(w), w)
+    counts = part_sums(torch.ones_like(w), part_ids, n_parts).clamp(min=1)
+    return part_sums(w, part_ids, n_parts) / counts

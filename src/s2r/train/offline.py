@@ -29,6 +29,7 @@ from pathlib import Path
 
 from s2r.config import arg, to_dict
 from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat
+from s2r.models.vllm_backend import VLLMFields
 from s2r.tasks import DataFields
 from s2r.train.advantages import (
     CONTEXTS,
@@ -50,7 +51,7 @@ class NoOfflineData(ValueError):
 
 
 @dataclass
-class OfflineConfig(TrainFields, MarkerFields, DataFields):
+class OfflineConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     model: str = arg(help="the fixed model: it samples the rollouts, and is the behaviour policy and KL reference", positional=True)
     data: list[str] | None = arg(None, help="problem sets: benchmarks (name, name:split) or JSONL files; with --task, "
                                             "its splits (default: arith:train)")
@@ -74,6 +75,7 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields):
     clip_eps: float = arg(0.2, help="ε of the clipped surrogate")
     kl_coef: float = arg(0.15, help="β of the k3 KL term to the fixed model")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
+    backend: str = arg("transformers", help="samples the rollouts: transformers or vllm")
     seed: int = arg(0, help="seed of sampling, negative balancing and the data order")
     ckpt_every: int = arg(50, help="steps between checkpoints")
 
@@ -81,7 +83,8 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields):
 
     def key(self, rollouts_digest: str) -> str:
         """What determines the trained weights: the settings and the rollouts."""
-        skip = ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size", *self.loading_options())
+        skip = ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size", "backend",
+                "gpu_memory_utilization", "enforce_eager", "max_model_len", *self.loading_options())  # the rollouts' digest covers them
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, rollouts_digest], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -92,6 +95,8 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields):
             raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}, not {self.group_by!r}")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, not {self.context!r}")
+        if self.backend not in ("transformers", "vllm"):
+            raise ValueError(f"backend must be transformers or vllm, not {self.backend!r}")
         if len(self.band) != 2 or not 0 <= self.band[0] <= self.band[1] <= 1:
             raise ValueError(f"band must be two accuracies low ≤ high in [0, 1], not {self.band}")
 
@@ -247,10 +252,15 @@ def run_offline(cfg: OfflineConfig) -> Path:
         if dist_.main:
             settings = rollout_settings(cfg, grading_task(datasets))
             jobs = [(b, p, k) for b, p in problems for k in range(cfg.samples)]
+            def sampler():
+                if cfg.backend == "vllm":
+                    from s2r.models.vllm_backend import VLLMBackend
+
+                    return VLLMBackend.from_pretrained(cfg.model, cfg, seed=cfg.seed)
+                return TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.generation_batch_size, device=str(dist_.device))
+
             solve_resumable(rollouts_path, jobs, "s2r", settings, desc="offline rollouts", chunk=cfg.generation_batch_size,
-                            model=model_digest(cfg.model),
-                            backend_factory=lambda: TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.generation_batch_size,
-                                                                                        device=str(dist_.device)))
+                            model=model_digest(cfg.model), backend_factory=sampler)
         dist_.barrier()
         records = list(read_jsonl(rollouts_path))
         # 2-3. selection and advantages

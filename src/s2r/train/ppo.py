@@ -5,6 +5,7 @@ accumulation over micro-batches."""
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 from s2r.train.advantages import fold_kl
@@ -17,6 +18,7 @@ class Rollout:
     adv: list[float]  # advantage per part (the KL fold comes later)
     old_logp: list[float] | None = None  # log π_old per predicted token, [len(ids) − 1]
     ref_logp: list[float] | None = None
+    sampler_logp: list[float] | None = None  # log π of the engine that sampled (vLLM), NaN where unknown
 
 
 def pad(rows: list[list], value, device):
@@ -41,6 +43,8 @@ def batch_of(rollouts: list[Rollout], pad_id: int, device) -> dict:
         t["old_logp"] = pad([r.old_logp for r in rollouts], 0.0, device)
     if rollouts[0].ref_logp is not None:
         t["ref_logp"] = pad([r.ref_logp for r in rollouts], 0.0, device)
+    if rollouts[0].sampler_logp is not None:
+        t["sampler_logp"] = pad([r.sampler_logp for r in rollouts], math.nan, device)
     return t
 
 
@@ -85,7 +89,7 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
     import torch
 
     from s2r.train.batching import token_logprobs
-    from s2r.train.losses import clipped_mask, clipped_surrogate, k1, k3, part_log_ratios, part_sums
+    from s2r.train.losses import clipped_mask, clipped_surrogate, k1, k3, part_log_ratios, part_sums, tis_weights
 
     sums = [0.0] * 5
     for j, mb in enumerate(micros):
@@ -104,7 +108,10 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
                 if cfg.kl_estimator == "k1":
                     adv = fold_kl(adv, part_sums(k1_t, t["parts"], t["n_parts"]), cfg.kl_coef)  # A_p − β Σ_{t∈p} k1_t
             log_ratio = part_log_ratios(logp, old, t["parts"], t["n_parts"])  # [n]
-            surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps).sum() * weight
+            surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps)  # [n]
+            if "sampler_logp" in t:  # sampled by vLLM: truncated importance sampling (rl_vllm.py)
+                surrogate = surrogate * tis_weights(old, t["sampler_logp"], t["parts"], t["n_parts"], cfg.tis_cap)
+            surrogate = surrogate.sum() * weight
             loss = surrogate / n_parts
             k3_sum = torch.zeros((), device=device)
             if cfg.kl_estimator == "k3" and "ref_logp" in t:

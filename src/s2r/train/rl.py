@@ -40,6 +40,7 @@ from s2r.config import arg, to_dict
 from s2r.format import SOLVE, MarkerFields, parse
 from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic, write_jsonl_atomic
+from s2r.models.vllm_backend import VLLMFields
 from s2r.solve import loop_written
 from s2r.tasks import DataFields
 from s2r.train.advantages import (
@@ -70,7 +71,7 @@ LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr"
 
 
 @dataclass
-class RLConfig(TrainFields, MarkerFields, DataFields):
+class RLConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     model: str = arg(help="starting model folder (the behaviour-initialised model; also the KL reference)", positional=True)
     data: list[str] | None = arg(None, help="problem sets: benchmarks (name, name:split) or JSONL files; with --task, "
                                             "its splits (default: arith:train)")
@@ -100,6 +101,9 @@ class RLConfig(TrainFields, MarkerFields, DataFields):
                                        "wrong (DAPO's dynamic sampling): the others have RLOO advantage 0")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     seed: int = arg(0, help="seed of the prompt order and of sampling")
+    backend: str = arg("transformers", help="rollouts from the trained model itself (transformers) or from a vLLM "
+                                            "engine in this process that gets its weights before each iteration (vllm)")
+    tis_cap: float = arg(2.0, help="vllm: cap C of the truncated importance weight min(π_old / π_vllm, C) per token")
     ckpt_every: int = arg(10, help="iterations between checkpoints")
     save_rollouts: bool = arg(False, help="write each iteration's rollouts, graded, with per-action rewards and "
                                           "advantages, to OUT/rollouts/NNNNNN.jsonl")
@@ -107,7 +111,7 @@ class RLConfig(TrainFields, MarkerFields, DataFields):
     def key(self, data_digest: str) -> str:
         """What determines the trained weights (not where they go or how fast)."""
         skip = ("out", "iterations", "ckpt_every", "device", "threads", "tensorboard", "generation_batch_size",
-                "save_rollouts", *self.loading_options())
+                "gpu_memory_utilization", "enforce_eager", "max_model_len", "save_rollouts", *self.loading_options())
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -117,6 +121,7 @@ class RLConfig(TrainFields, MarkerFields, DataFields):
 
     def check(self) -> None:
         for name, value, table in (("level", self.level, ADVANTAGES), ("context", self.context, CONTEXTS),
+                                   ("backend", self.backend, ("transformers", "vllm")),
                                    ("baseline", self.baseline, BASELINES), ("kl_estimator", self.kl_estimator, ("k1", "k3"))):
             if value not in table:
                 raise ValueError(f"{name} must be one of {', '.join(table)}, not {value!r}")
@@ -162,6 +167,7 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
     groups left out). Each record of a group that was not left out gains `rewards` (per action; one
     for ORL), `advantages` (per part, before the KL fold) and `trained`, for OUT/rollouts."""
     from s2r.train.batching import encode_parts
+    from s2r.train.rl_vllm import sampler_logprobs
 
     groups, kept = [], []
     failed = 0
@@ -193,7 +199,9 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
             # markers the loop wrote are not the model's samples: not trained either
             ids, parts = encode_parts(tokenizer, prompt, text, spans, add_eos=r.get("stopped", not truncated),
                                       skip=loop_written(r))
-            rollouts.append(Rollout(ids, parts, adv))
+            sampler = sampler_logprobs(tokenizer, len(ids), text, r["sampled"], r.get("stopped", not truncated)) \
+                if "sampled" in r else None
+            rollouts.append(Rollout(ids, parts, adv, sampler_logp=sampler))
     observed = {
         "reward/outcome_mean": [outcome_reward(st, tr) for st, tr in flat_steps],
         "reward/solve_mean": [x for r, st in per_step for x, s in zip(r, st) if s.kind == SOLVE],
@@ -248,7 +256,12 @@ def run_rl(cfg: RLConfig) -> Path:
         ddp = wrap_ddp(model, dist_)
         autocast = cfg.autocast(dist_.device)
         prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
-        backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
+        if cfg.backend == "vllm":
+            from s2r.train.rl_vllm import colocated_engine, push_policy
+
+            backend = colocated_engine(cfg, model, tokenizer)
+        else:
+            backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
         run_log = RunLog(out, log, cfg.iterations, f"rl ({cfg.level})", "iteration", dist_.main, cfg.tensorboard)
         start = time.monotonic()
         with Grader(workers=1) as grader:
@@ -258,12 +271,17 @@ def run_rl(cfg: RLConfig) -> Path:
                 settings = Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, prompt=prompt_cfg,
                                     task=grading_task(datasets),
                                     params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                                          seed=cfg.seed * 1_000_003 + iteration * 1009 + dist_.rank))
+                                                          seed=cfg.seed * 1_000_003 + iteration * 1009 + dist_.rank,
+                                                          logprobs=cfg.backend == "vllm"))
                 model.eval()
+                if cfg.backend == "vllm":
+                    push_policy(backend, model)  # the weights of the last step (or of the checkpoint)
                 t0 = time.monotonic()
                 with unsharded(model):  # fsdp: whole weights, so that processes decode different step counts
                     records, _ = solve_problems(backend, jobs, "s2r", settings, grader)  # failed ones have no record
                 gen_seconds = time.monotonic() - t0
+                if cfg.backend == "vllm":
+                    backend.sleep()  # where vLLM has a sleep mode: its memory is the trainer's until the next push
                 model.train()
                 by_job = {(r["id"], r["sample"]): r for r in records}  # a failed generation (errors) has none
                 ordered = [by_job.get((p.id, k)) for _, p, k in jobs]
@@ -319,6 +337,7 @@ def run_rl(cfg: RLConfig) -> Path:
                 if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
                     checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, iteration=iteration, baselines=state)
         run_log.close()
+        backend.close()
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
             write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": to_dict(cfg),
