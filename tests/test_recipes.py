@@ -72,3 +72,31 @@ def test_gpu_recipes_have_the_paper_settings(name):
         assert (cfg.lr, cfg.prompts, cfg.samples, cfg.updates) == (5e-7, 64, 4, 4)
         assert cfg.level == {"orl": "outcome", "prl": "process"}[kind]
     assert cfg.gradient_checkpointing and cfg.strategy == ("ddp" if "1.5b" in name else "fsdp")
+
+
+def test_a_shipped_recipe_by_name_on_the_command_line():
+    ns = build_parser().parse_args(["rl", "m", "--config", "arith/prl", "--out", "o"])
+    assert from_args(RLConfig, ns) == recipes.load(RLConfig, "arith/prl", model="m", out="o")
+    with pytest.raises(ConfigError, match="no recipe 'arith/nope'.*arith/prl"):
+        from_args(RLConfig, build_parser().parse_args(["rl", "m", "--config", "arith/nope"]))
+
+
+# The paper's settings (the method page, §3) are what `s2r rl` and `s2r offline` do by default; the GPU
+# recipes add only where and how fast they run (sharding, precision, lengths, batch sizes).
+HARDWARE = {"strategy", "gradient_checkpointing", "bf16", "micro_batch_size", "generation_batch_size", "max_tokens",
+            "ckpt_every", "level", "iterations", "kl_coef"}
+
+
+@pytest.mark.parametrize("name, cls", [("gpu/qwen2.5-math-7b-prl", RLConfig), ("gpu/qwen2.5-math-7b-orl", RLConfig),
+                                       ("gpu/qwen2.5-math-7b-offline", OfflineConfig)])
+def test_command_defaults_are_the_papers_recipe(name, cls):
+    default = cls(model="m")
+    for key, value in recipes.values(name).items():
+        if key not in HARDWARE:
+            assert getattr(default, key) == value, (name, key)
+    if cls is RLConfig:  # METHOD §3: lr 5e-7, 64 prompts × 4 samples, 4 optimiser steps, ε 0.2, T 0.7, β 0.05
+        assert (default.lr, default.prompts, default.samples, default.updates, default.clip_eps, default.temperature,
+                default.kl_coef, default.gamma) == (5e-7, 64, 4, 4, 0.2, 0.7, 0.05, 0.0)
+    else:  # offline: 8 samples at T 0.8, band [0.1, 0.7], lr 1e-6, KL 0.15, one epoch
+        assert (default.samples, default.temperature, default.band, default.lr, default.kl_coef, default.epochs) == \
+            (8, 0.8, [0.1, 0.7], 1e-6, 0.15, 1)

@@ -110,8 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f.name, **kwargs)
         else:
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
-    parser.add_argument("--config", dest="_config", default=None, metavar="FILE.yaml",
-                        help="read settings from a YAML file (flags given on the command line win)")
+    parser.add_argument("--config", dest="_config", default=None, metavar="FILE.yaml|RECIPE",
+                        help="read settings from a YAML file, or a recipe shipped with s2r by name (arith/prl, "
+                             "gpu/qwen2.5-math-7b-sft, ...); flags given on the command line win")
 
 
 def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
@@ -147,6 +148,10 @@ def _fits(value: Any, tp: Any) -> bool:
 def from_args(cls: type[T], ns: argparse.Namespace) -> T:
     values: dict[str, Any] = {}
     config_file = getattr(ns, "_config", None)
+    if config_file and not Path(config_file).exists() and not config_file.endswith((".yaml", ".yml")):
+        from s2r import recipes  # a recipe shipped with s2r, by name: --config arith/prl
+
+        config_file = str(recipes.path(config_file))
     if config_file:
         loaded = load_yaml(config_file) or {}
         if not isinstance(loaded, dict):

@@ -70,7 +70,7 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     flip_bonus: bool = arg(True, help="process: ×2 on the advantage of a re-solve that flips correctness")
     gamma: float = arg(0.0, help="process: a part's reward plus γ × the rewards after it (0: its own reward)")
     epochs: int = arg(1, help="passes over the dataset")
-    batch_size: int = arg(32, help="rollouts per optimiser step (all processes together)")
+    batch_size: int = arg(64, help="rollouts per optimiser step (all processes together)")
     lr: float = arg(1e-6, help="learning rate (AdamW, constant)")
     clip_eps: float = arg(0.2, help="ε of the clipped surrogate")
     kl_coef: float = arg(0.15, help="β of the k3 KL term to the fixed model")
