@@ -6,8 +6,8 @@ import pytest
 from servers import free_port, start_server
 
 from s2r.cli import main
-from s2r.data.build import BuildConfig, run_build, trained_spans
-from s2r.data.verify import ArithTeacher, VerifyConfig, clean_verification, run_verify
+from s2r.bi.build import BuildConfig, run_build, trained_spans
+from s2r.bi.verify import ArithTeacher, VerifyConfig, clean_verification, run_verify
 from s2r.format import DEFAULT_FORMAT as F
 from s2r.format import render
 from s2r.jsonl import read_jsonl, write_jsonl_atomic
@@ -132,7 +132,7 @@ TEACHER_REPLY = f"Checked.\n{F.correct_sentence}"
 @pytest.fixture(scope="module")
 def teacher_server(tmp_path_factory, data_dir):
     """`s2r serve` over a tiny chat model fine-tuned (by `s2r sft`) to give one fixed confirmative reply."""
-    from s2r.data.verify import CONFIRMATIVE_PROMPT
+    from s2r.bi.verify import CONFIRMATIVE_PROMPT
 
     root = tmp_path_factory.mktemp("teacher")
     assert main(["tiny-model", str(root / "start"), "--chat-template", "true"]) == 0
@@ -185,7 +185,7 @@ def test_http_teacher_failures_are_counted_and_the_cache_serves_reruns(tmp_path,
     # The same answer served from the cache needs no endpoint.
     from s2r.cli import build_parser
     from s2r.config import from_args
-    from s2r.data.verify import HTTPTeacher, VerificationCache
+    from s2r.bi.verify import HTTPTeacher, VerificationCache
 
     teacher = HTTPTeacher(from_args(VerifyConfig, build_parser().parse_args(args)))
     cache = VerificationCache(tmp_path / "cache.jsonl")

@@ -77,7 +77,7 @@ def test_rows_of_another_model_are_not_reused(tmp_path, capsys):
     from s2r.demo import run_row
     from s2r.models.backend import SamplingParams
     from s2r.models.tiny import TinyModelConfig, run_tiny_model
-    from s2r.solve import Settings
+    from s2r.loop import Settings
     from s2r.tasks import arith
     from s2r.tasks.arith.base import PLAIN
 
@@ -100,7 +100,7 @@ def test_a_row_fingerprint_covers_the_code_that_writes_trajectories(monkeypatch)
     package = Path(demo.__file__).parent
     assert all((package / name).exists() for name in demo.ROW_CODE)  # a renamed module must not drop out
     was = demo.code_digest()
-    monkeypatch.setattr(demo, "ROW_CODE", tuple(n for n in demo.ROW_CODE if n != "solve.py"))
+    monkeypatch.setattr(demo, "ROW_CODE", tuple(n for n in demo.ROW_CODE if n != "loop.py"))
     assert demo.code_digest() != was  # the loop's code is part of it
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from s2r.cli import main
-from s2r.data.hard import hard_problems
+from s2r.hard import hard_problems
 from s2r.tasks import load_problems
 
 

@@ -214,7 +214,7 @@ FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 
 def readers():
     from s2r.check import CheckConfig, _read_inputs
-    from s2r.data.verify import read_attempts
+    from s2r.bi.verify import read_attempts
     from s2r.metrics import compute_metrics, load_trajectories
     from s2r.tasks import load_problems
     from s2r.train.sft import read_records

@@ -71,7 +71,7 @@ def test_unknown_and_mistyped_settings_are_errors(tmp_path):
 
 def test_secrets_are_recorded_as_set_never_as_their_value():
     from s2r.config import from_dict, to_dict
-    from s2r.evaluate import EvalConfig
+    from s2r.solve import EvalConfig
 
     assert to_dict(EvalConfig(out="o", api_key="sk-secret"))["api_key"] == "<set>"
     assert to_dict(EvalConfig(out="o"))["api_key"] is None

@@ -382,10 +382,10 @@ def test_demo_rl_stage_wiring(policy, tmp_path, capsys):
     """The demo's RL stages on the fixture model: the model solves training problems after BI's, its
     hard ones become ORL's problems (PRL keeps all of them); ORL and PRL train, and offline RL, which
     finds no correct rollout to learn from on this model, is left out with a warning, not a failure."""
-    from s2r.data.hard import hard_problems
+    from s2r.hard import hard_problems
     from s2r.demo import DemoConfig, hard_stage, rl_stage
     from s2r.models.backend import SamplingParams
-    from s2r.solve import Settings
+    from s2r.loop import Settings
     from s2r.tasks.arith.base import PLAIN
 
     cfg = DemoConfig(out=str(tmp_path), quick=True, rl_iterations=1, rl_prompts=2, offline_problems=2, max_tokens=120,

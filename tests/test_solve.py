@@ -6,7 +6,7 @@ from fakes import ScriptedBackend
 from s2r.format import DEFAULT_FORMAT as F
 from s2r.grader import Grader
 from s2r.prompts import PromptConfig
-from s2r.solve import CHECK, ENDED, OPEN, RETRY, Settings, settle, solve_problems
+from s2r.loop import CHECK, ENDED, OPEN, RETRY, Settings, settle, solve_problems
 from s2r.tasks import Problem
 
 V = "\n\nWait, let me recheck my solution.\n"

@@ -142,7 +142,7 @@ def test_the_shipped_base_model_samples_right_with_default_flags(tmp_path, capsy
 def test_trained_models_record_their_prompt_and_flags_still_win(tmp_path, tiny):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from s2r.evaluate import SolveConfig, settings_of
+    from s2r.solve import SolveConfig, settings_of
     from s2r.train.common import Distributed, save_model
     from s2r.train.sft import SFTConfig
 
@@ -166,7 +166,7 @@ def test_build_with_no_record_is_an_error(tmp_path, capsys):
 
 
 def test_the_task_teacher_is_the_task_s_own(tmp_path):
-    from s2r.data.verify import TaskTeacher
+    from s2r.bi.verify import TaskTeacher
     from s2r.tasks import arith
 
     item = {"benchmark": "arith:train", "problem": "Compute 91 / 7.", "answer": "12"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from s2r.models.backend import SamplingParams
-from s2r.solve import Settings, sampled_spans, solve_problems
+from s2r.loop import Settings, sampled_spans, solve_problems
 from s2r.train.base import PLAIN
 from s2r.train.losses import tis_weights
 from s2r.train.rl_vllm import sampler_logprobs

@@ -42,7 +42,7 @@ def test_rl_pushes_its_weights_into_vllm_after_each_update(level, tmp_path, monk
 
 
 def test_the_cli_solves_with_vllm(tmp_path):
-    from s2r.evaluate import SolveConfig, run_solve
+    from s2r.solve import SolveConfig, run_solve
 
     records = run_solve(SolveConfig(out=str(tmp_path / "t.jsonl"), data=["arith"], limit=5, model=str(BASE), backend="vllm",
                                     system="", template="plain", max_tokens=128, gpu_memory_utilization=0.1))

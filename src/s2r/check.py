@@ -1,7 +1,7 @@
 """`s2r check IN.jsonl --out OUT.jsonl`: grade a file of (response, gold) records with THE grader.
 
 Each output line is the input record plus `verdict`, `pred` and `reason`. A response in the
-trajectory format is graded on its final attempt's answer (METHOD.md §1); a plain response on its
+trajectory format is graded on its final attempt's answer (docs/method.md §1); a plain response on its
 final answer. The output lands atomically; a killed run resumes where it stopped.
 """
 

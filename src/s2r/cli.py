@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from s2r import __version__
 from s2r.check import CheckConfig, run_check
 from s2r.config import ConfigError, add_arguments, arg, from_args
-from s2r.data.build import BuildConfig
-from s2r.data.hard import HardConfig
-from s2r.data.sample import SampleConfig
-from s2r.data.verify import VerifyConfig
+from s2r.bi.build import BuildConfig
+from s2r.hard import HardConfig
+from s2r.bi.sample import SampleConfig
+from s2r.bi.verify import VerifyConfig
 from s2r.demo import DemoConfig
-from s2r.evaluate import EndpointErrors, EvalConfig, SolveConfig
+from s2r.solve import EndpointErrors, EvalConfig, SolveConfig
 from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig
 from s2r.progress import every_from_env
@@ -32,7 +32,7 @@ from s2r.train.sft import SFTConfig
 
 @dataclass
 class MetricsConfig:
-    trajectories: str = arg(help="trajectories JSONL (the schema in the README)", positional=True)
+    trajectories: str = arg(help="trajectories JSONL (docs/formats.md)", positional=True)
     out: str | None = arg(None, help="write the metrics as JSON here")
 
 
@@ -83,12 +83,12 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "tiny-model": (TinyModelConfig, _lazy("s2r.models.tiny", "run_tiny_model"),
                    "write a small random Llama model + character tokenizer (smoke tests)"),
     "serve": (ServeConfig, _lazy("s2r.serve", "run_serve"), "OpenAI-compatible server over a local model"),
-    "solve": (SolveConfig, _lazy("s2r.evaluate", "run_solve"), "write trajectories: a model solves (and checks) problems"),
-    "eval": (EvalConfig, _lazy("s2r.evaluate", "run_eval"), "solve + metrics.json + report.html"),
-    "sample": (SampleConfig, _lazy("s2r.data.sample", "run_sample"), "BI data 1/3: K sampled first attempts per problem, graded"),
-    "verify": (VerifyConfig, _lazy("s2r.data.verify", "run_verify"), "BI data 2/3: a teacher verification per distinct (problem, answer)"),
-    "build": (BuildConfig, _lazy("s2r.data.build", "run_build"), "BI data 3/3: assemble self-verify / self-correct SFT records"),
-    "hard": (HardConfig, _lazy("s2r.data.hard", "run_hard"), "the problems a model gets wrong or needs many attempts for, from its trajectories (RL data)"),
+    "solve": (SolveConfig, _lazy("s2r.solve", "run_solve"), "write trajectories: a model solves (and checks) problems"),
+    "eval": (EvalConfig, _lazy("s2r.solve", "run_eval"), "solve + metrics.json + report.html"),
+    "sample": (SampleConfig, _lazy("s2r.bi.sample", "run_sample"), "BI data 1/3: K sampled first attempts per problem, graded"),
+    "verify": (VerifyConfig, _lazy("s2r.bi.verify", "run_verify"), "BI data 2/3: a teacher verification per distinct (problem, answer)"),
+    "build": (BuildConfig, _lazy("s2r.bi.build", "run_build"), "BI data 3/3: assemble self-verify / self-correct SFT records"),
+    "hard": (HardConfig, _lazy("s2r.hard", "run_hard"), "the problems a model gets wrong or needs many attempts for, from its trajectories (RL data)"),
     "sft": (SFTConfig, _lazy("s2r.train.sft", "run_sft"), "fine-tune on SFT records (masked NLL + KL to the start model)"),
     "rl": (RLConfig, _lazy("s2r.train.rl", "run_rl"), "online RL: outcome-level (ORL) or process-level (PRL) rewards"),
     "dpo": (DPOConfig, _lazy("s2r.train.dpo", "run_dpo"), "preference optimisation (DPO) on pairs of the model's own right and wrong samples"),

@@ -33,14 +33,14 @@ from pathlib import Path
 
 from s2r import recipes
 from s2r.config import arg, cache_root
-from s2r.evaluate import solve_resumable
+from s2r.solve import solve_resumable
 from s2r.jsonl import write_atomic, write_json_atomic, write_jsonl_atomic
 from s2r.metrics import compute_metrics
 from s2r.models.backend import SamplingParams
 from s2r.progress import announce
 from s2r.report import render_report
 from s2r.settings_guard import file_digest, model_digest
-from s2r.solve import Settings
+from s2r.loop import Settings
 from s2r.tasks import arith
 from s2r.tasks.arith.base import PLAIN, BaseConfig, is_trained, train_base
 
@@ -106,8 +106,8 @@ def base_config(cfg: DemoConfig) -> BaseConfig:
 
 def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dict[str, Path]:
     """sample → verify → build → sft, for the `bi` and `plain-sft` models (each step reuses its output)."""
-    from s2r.data.build import BuildConfig, NoRecords, run_build
-    from s2r.data.verify import VerifyConfig, run_verify
+    from s2r.bi.build import BuildConfig, NoRecords, run_build
+    from s2r.bi.verify import VerifyConfig, run_verify
     from s2r.train.sft import SFTConfig, run_sft
 
     stage = out / "bi"
@@ -135,7 +135,7 @@ def bi_stage(cfg: DemoConfig, base_dir: Path, out: Path, batch_size: int) -> dic
 def hard_stage(cfg: DemoConfig, bi_model: Path, s2r: Settings, out: Path) -> Path | None:
     """The bi model solves (greedy, s2r) training problems BI did not use; those it ends wrong or right
     only after ≥ 3 attempts are written to DIR/rl/hard.jsonl (`s2r hard`). None when there are none."""
-    from s2r.data.hard import hard_problems
+    from s2r.hard import hard_problems
 
     stage = out / "rl"
     n_bi, n = cfg.sized("bi_problems"), cfg.sized("screen_problems")
@@ -175,7 +175,7 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
 
 # The code a row's trajectories and grades come from: the loop, its parser and prompts, the backends,
 # the task and the grader. A change to any of them runs the rows again rather than mixing old and new.
-ROW_CODE = ("solve.py", "format.py", "prompts.py", "grader.py", "models", "tasks")
+ROW_CODE = ("loop.py", "format.py", "prompts.py", "grader.py", "models", "tasks")
 
 
 # test problems × sampled single answers whose mean length sets the k of prl-majorityK (a few answers run

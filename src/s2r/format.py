@@ -1,4 +1,4 @@
-"""The trajectory format (METHOD.md §1): one assistant message holds `s1 v1 [s2 v2 ...]`.
+"""The trajectory format (docs/method.md §1): one assistant message holds `s1 v1 [s2 v2 ...]`.
 
 Rendered with the default markers (`render(["A1", "A2"], ["V1 ... incorrect.", "V2 ... correct."])`):
 
@@ -26,7 +26,7 @@ Rules:
   next one, so the spans tile the text with no gaps or overlaps, and training an action trains the
   decision to open it. `Action.text` is the content: no marker line, no separator.
 - A verification's verdict is its last canonical verdict sentence; with none it is "unparsable"
-  (never guessed: METHOD.md [departure]).
+  (never guessed: docs/method.md [departure]).
 - A solve action's answer is extracted by the task's `extract` (default: the one grader's
   `extract_answer`), which `parse` is given.
 """
@@ -128,7 +128,7 @@ class Parsed:
 
     @property
     def final_answer(self) -> str | None:
-        """The answer of the last attempt (METHOD.md §1)."""
+        """The answer of the last attempt (docs/method.md §1)."""
         answers = self.answers
         return answers[-1] if answers else None
 

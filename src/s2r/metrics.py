@@ -1,6 +1,6 @@
-"""Every metric of METRICS.md, one function per family, computed from trajectory records.
+"""Every metric of docs/metrics.md, one function per family, computed from trajectory records.
 
-A trajectory record (the contract between `solve`, `eval` and `metrics`; see the README):
+A trajectory record (the contract between `solve`, `eval` and `metrics`; docs/formats.md):
 
     {"id": str, "problem": str, "gold": str, "sample": int,
      "attempts": [{"answer": str | null, "grade": "correct" | "incorrect" | "unverifiable",
@@ -109,7 +109,7 @@ def verification_metrics(records: Sequence[Record]) -> Metrics:
 
 def failure_metrics(records: Sequence[Record]) -> Metrics:
     """fail/*: where the wrong final answers come from, as shares of all trajectories; the three add
-    up to 1 − eval/acc_final. Not in METRICS.md: s2r's own decomposition of the failures.
+    up to 1 − eval/acc_final. Not in docs/metrics.md: s2r's own decomposition of the failures.
 
     fail/lost_right      some attempt was right, the final one is not: the model found the answer
                          and let it go (its check rejected it, or it went on)
@@ -138,7 +138,7 @@ def loop_metrics(records: Sequence[Record]) -> Metrics:
       eval/retry_after_cut  of all retries, those where it went on and the loop cut its text there;
       eval/verify_by_loop   of all attempts, those whose verify marker the loop wrote — the model went
                             on from its answer line into a check without it (and was cut there).
-    Not in METRICS.md: a model that leaves markers out is drifting from the format (RL can teach it
+    Not in docs/metrics.md: a model that leaves markers out is drifting from the format (RL can teach it
     to). A marker without its kind (records written before the verify marker was enforced) is a retry's."""
     loop = [r for r in records if "loop_markers" in r]
     if not loop:

@@ -227,7 +227,7 @@ def render_report(title: str, runs: dict[str, list[dict]], meta: dict | None = N
         parts.append(bar_chart(cats, by_level("eval/tokens_mean"), "Tokens per problem by level", percent=False, width=width))
         parts.append("</div>")
     parts.append("<h2>Every metric</h2>" + metrics_table(names, metrics))
-    parts.append("<p class='meta'>Definitions: METRICS.md. Undefined ratios are shown as —.</p>")
+    parts.append("<p class='meta'>Definitions: docs/metrics.md. Undefined ratios are shown as —.</p>")
     parts.append("<h2>Examples</h2>" + "".join(_examples(n, runs[n]) for n in names))
     if meta:
         parts.append(f"<h2>Settings</h2><pre>{_esc(json.dumps(meta, indent=1, default=str))}</pre>")

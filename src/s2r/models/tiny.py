@@ -6,7 +6,7 @@ tab), plus <pad>, <bos>, <eos>, <unk>, plus optional *phrases* that are one toke
 occur (the embedded task's fixed wording: its sequences get ~2.5× shorter, its digits stay single
 characters). Unknown characters map to <unk>. It is saved with a Llama
 config, not Qwen2: AutoTokenizer would load it next to a Qwen2 config as a Qwen2 tokenizer that drops
-spaces (DESIGN.md).
+spaces (the design notes).
 """
 
 from __future__ import annotations

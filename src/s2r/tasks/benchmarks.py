@@ -3,7 +3,7 @@
 A benchmark is named by its folder in the data directory (`math500`, `gsm8k:train` for another
 split; `Benchmark`) or by the path of a JSONL file (`JsonlProblems`: its field names are
 `ProblemFields`, and files s2r writes need none). Gold answers are normalised here, once, to the form
-the grader compares (see each `_row_*` function and the README).
+the grader compares (see each `_row_*` function and docs/data.md).
 
 The data directory is, in order: the `data_dir` argument (`--data-dir`), `$S2R_DATA_DIR`,
 `./shared/data`, `../shared/data`, or `shared/data` beside this repository's checkout.

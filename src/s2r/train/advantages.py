@@ -1,5 +1,5 @@
-"""Rewards, reward contexts, baselines and advantages of S²R's RL stage (METHOD.md §3), as pure
-functions, each tested by hand in tests/test_rl_math.py (DESIGN.md habit 1).
+"""Rewards, reward contexts, baselines and advantages of S²R's RL stage (docs/method.md §3), as pure
+functions, each tested by hand in tests/test_rl_math.py (the design notes habit 1).
 
 A rollout is a list of `Step`s (its actions: solve, verify, solve, ...). The variants sit in tables:
 
@@ -34,7 +34,7 @@ class Step:
 
 
 def process_rewards(steps: Sequence[Step], truncated: bool) -> list[float]:
-    """r(a) per action (METHOD.md §3):
+    """r(a) per action (docs/method.md §3):
         solve   +1 if its answer is correct, else −1
         verify  +1 if its verdict matches the truth of the attempt before it, else −1
                 (unparsable, or no attempt before it: −1)
@@ -57,7 +57,7 @@ def process_rewards(steps: Sequence[Step], truncated: bool) -> list[float]:
 
 def returns_to_go(rewards: Sequence[float], gamma: float) -> list[float]:
     """G(a_i) = Σ_{j≥i} γ^{j−i} r(a_j): an action's reward plus the discounted rewards after it.
-    γ = 0 gives r(a) itself (METHOD.md's PRL); γ = 1 credits a check with the re-solve it leads to.
+    γ = 0 gives r(a) itself (docs/method.md's PRL); γ = 1 credits a check with the re-solve it leads to.
 
     [-1, 1, 1, 1], γ = 1  ->  [2, 3, 2, 1];   γ = 0.5  ->  [-1 + 0.5·1.75, 1 + 0.5·1.5, 1.5, 1] = [-0.125, 1.75, 1.5, 1]
     """
@@ -169,7 +169,7 @@ def baseline_of(state: State, key: str, min_count: int) -> float:
 
 
 def bonus_weights(steps: Sequence[Step], verify_bonus: bool, flip_bonus: bool) -> list[float]:
-    """×2 on the advantage of (METHOD.md §3)
+    """×2 on the advantage of (docs/method.md §3)
         a verification of a correct attempt (verify_bonus: discourages "always say incorrect");
         a re-solve whose correctness differs from the attempt before it (flip_bonus).
 
@@ -219,7 +219,7 @@ def outcome_advantages(groups: Sequence[Sequence[tuple[list[Step], bool]]], stat
 def process_advantages(groups: Sequence[Sequence[tuple[list[Step], bool]]], state: State,
                        s: AdvantageSettings, stats_reduce=None) -> tuple[list[list[list[float]]], State]:
     """PRL: one advantage per action, A(a) = w(a) · (G(a) − b(ctx(a))), G the return with s.gamma
-    (γ = 0: G(a) = r(a), METHOD.md's) and b(ctx) the mean G of the actions with that context.
+    (γ = 0: G(a) = r(a), docs/method.md's) and b(ctx) the mean G of the actions with that context.
 
     stats_reduce merges the batch statistics over processes (data parallelism) before the update."""
     flat = [x for g in groups for x in g]

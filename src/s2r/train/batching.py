@@ -1,4 +1,4 @@
-"""Token batches with their loss masks, built together (DESIGN.md habit 6)."""
+"""Token batches with their loss masks, built together (the design notes habit 6)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def encode_parts(tokenizer, prompt: str, completion: str, spans, add_eos: bool =
                  skip=()) -> tuple[list[int], list[int]]:
     """(ids, part index per token) of prompt + completion (+ EOS) for RL: −1 on the prompt; i on the
     completion tokens of character span i (the spans tile the completion; `format.token_spans`
-    decides straddling tokens); the closing EOS belongs to the last part (METHOD.md §3); −1 again
+    decides straddling tokens); the closing EOS belongs to the last part (docs/method.md §3); −1 again
     on tokens touching a character span in `skip` (text the loop wrote, not the model: not trained).
 
     prompt "Q:", completion "abcd", spans [(0, 1), (1, 4)]

@@ -1,4 +1,4 @@
-"""The pure math of training: per-token terms and their masked sums (DESIGN.md habit 1).
+"""The pure math of training: per-token terms and their masked sums (the design notes habit 1).
 
 Losses return *sums* over masked tokens; the caller divides by the token count of the whole
 optimiser batch, so micro-batching with gradient accumulation (and data parallelism) gives the
@@ -12,7 +12,7 @@ import torch
 
 def kl_sft_sums(logits: torch.Tensor, ref_logits: torch.Tensor | None, targets: torch.Tensor,
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_t m_t · NLL_t, Σ_t m_t · KL_t) for SFT with a KL penalty (METHOD.md §2, step 5).
+    """(Σ_t m_t · NLL_t, Σ_t m_t · KL_t) for SFT with a KL penalty (docs/method.md §2, step 5).
 
     logits, ref_logits: [B, T, V] predicting targets [B, T]; mask [B, T] in {0, 1}.
       NLL_t = −log π_θ(y_t | y_<t)
@@ -37,7 +37,7 @@ def kl_sft_loss(logits, ref_logits, targets, mask, kl_coef: float, n_tokens: flo
     return (nll_sum + kl_coef * kl_sum) / n, nll_sum / n, kl_sum / n
 
 
-# ----------------------------------------------------------------------------------- RL (METHOD.md §3)
+# ----------------------------------------------------------------------------------- RL (docs/method.md §3)
 
 
 def k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""`s2r offline`: offline RL from a fixed model's rollouts (METHOD.md §3, offline).
+"""`s2r offline`: offline RL from a fixed model's rollouts (docs/method.md §3, offline).
 
     1. sample N rollouts per prompt (default 8, temperature 0.8) with the `s2r` strategy from the
        fixed model: OUT/rollouts.jsonl (resumable);
@@ -214,7 +214,7 @@ def rollout_settings(cfg: OfflineConfig, task):
     """The settings the fixed model samples its rollouts with (cfg's prompt already resolved)."""
     from s2r.models.backend import SamplingParams
     from s2r.prompts import PromptConfig
-    from s2r.solve import Settings
+    from s2r.loop import Settings
 
     return Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, task=task,
                     prompt=PromptConfig(system=cfg.system, template=cfg.template),
@@ -224,12 +224,12 @@ def rollout_settings(cfg: OfflineConfig, task):
 def run_offline(cfg: OfflineConfig) -> Path:
     import torch
 
-    from s2r.evaluate import solve_resumable
+    from s2r.solve import solve_resumable
     from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
     from s2r.models.hf import TransformersBackend
     from s2r.prompts import PromptConfig, messages_for, render_prompt
     from s2r.settings_guard import model_digest
-    from s2r.solve import loop_written
+    from s2r.loop import loop_written
     from s2r.tasks import grading_task
     from s2r.train.batching import encode_parts
     from s2r.train.common import Distributed, RunLog, checkpoint, finished, load_models, read_log, resume, save_model, wrap_ddp

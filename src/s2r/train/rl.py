@@ -1,4 +1,4 @@
-"""`s2r rl --level outcome|process`: online RL from a behaviour-initialised model (METHOD.md §3).
+"""`s2r rl --level outcome|process`: online RL from a behaviour-initialised model (docs/method.md §3).
 
 One iteration:
   1. rollouts: P prompts × K samples (temperature 0.7) with the `s2r` strategy under a token budget,
@@ -41,7 +41,7 @@ from s2r.format import SOLVE, MarkerFields, parse
 from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic, write_jsonl_atomic
 from s2r.models.vllm_backend import VLLMFields
-from s2r.solve import loop_written
+from s2r.loop import loop_written
 from s2r.tasks import DataFields
 from s2r.train.advantages import (
     ADVANTAGES,
@@ -95,7 +95,7 @@ class RLConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     min_count: int = arg(1, help="PRL: a context seen fewer times than this has baseline 0")
     verify_bonus: bool = arg(True, help="PRL: ×2 on the advantage of verifying a correct attempt")
     flip_bonus: bool = arg(True, help="PRL: ×2 on the advantage of a re-solve that flips correctness")
-    gamma: float = arg(0.0, help="PRL: an action's reward plus γ × the rewards after it (0: its own reward, METHOD.md's; "
+    gamma: float = arg(0.0, help="PRL: an action's reward plus γ × the rewards after it (0: its own reward, docs/method.md's; "
                                  "1: a check is credited with the re-solve it leads to)")
     mixed_only: bool = arg(False, help="train only on prompt groups whose final answers are not all right or all "
                                        "wrong (DAPO's dynamic sampling): the others have RLOO advantage 0")
@@ -221,7 +221,7 @@ def run_rl(cfg: RLConfig) -> Path:
     from s2r.models.backend import SamplingParams
     from s2r.models.hf import TransformersBackend
     from s2r.prompts import PromptConfig, messages_for, render_prompt
-    from s2r.solve import Settings, solve_problems
+    from s2r.loop import Settings, solve_problems
     from s2r.tasks import grading_task
 
     from s2r.train.sharding import clip_grads, lockstep, unsharded

@@ -10,7 +10,7 @@ The sampler (vLLM's kernels) and the trainer (transformers' forward) give slight
 probabilities to the same tokens, so the rollouts are not exactly on-policy. Truncated importance
 sampling corrects for it (as TRL and veRL do): each trained token gets the weight
 min(π_old(y_t) / π_vllm(y_t), C), and a part's clipped surrogate is multiplied by the mean weight of
-its tokens (`losses.tis_weights`); the ratio ρ_p, its clipping and the KL are those of METHOD.md.
+its tokens (`losses.tis_weights`); the ratio ρ_p, its clipping and the KL are those of docs/method.md.
 vLLM's log-probs are taken at the sampling temperature (logprobs_mode "processed_logprobs"), as the
 trainer's are. A trained token whose characters no sampled token matches (the trainer's tokenization
 of the text differs from what was sampled) gets weight 1.

@@ -1,6 +1,6 @@
 """`s2r sft`: supervised fine-tuning on span-masked records, with a KL penalty to the frozen start.
 
-    loss = Σ_t m_t NLL_t / n + λ · Σ_t m_t KL_t(π_θ ‖ π_ref) / n        (METHOD.md §2, step 5)
+    loss = Σ_t m_t NLL_t / n + λ · Σ_t m_t KL_t(π_θ ‖ π_ref) / n        (docs/method.md §2, step 5)
 
 m_t = 1 on the trained character spans of each record (`s2r build`) and the closing EOS; n = the
 number of trained tokens in the whole optimiser batch, so gradient accumulation over uneven

@@ -23,7 +23,7 @@ Every step is a small, local fact — a one-digit product, a sum, a comparison o
 below 90 divided by one digit — so the check stays right where the guess, an inverse the model only
 approximates, fails. (The arithmetic task this replaced — chains of additions and subtractions —
 could not be checked by its own solver: checking used the same skills as solving, so the check
-failed where the solver did; README, "Why the task changed".) The *problem-solving* check re-derives
+failed where the solver did; docs/results/2026-11-base-recipe-and-task.md.) The *problem-solving* check re-derives
 the answer by long division and compares.
 
 Splits are disjoint by construction: a problem belongs to a split by a hash of its text and the task

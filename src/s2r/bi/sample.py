@@ -10,14 +10,14 @@ import sys
 from dataclasses import dataclass
 
 from s2r.config import arg
-from s2r.evaluate import SolveConfig, run_solve, settings_of
+from s2r.solve import SolveConfig, run_solve, settings_of
 
 
 @dataclass
 class SampleConfig(SolveConfig):
     out: str = arg(help="attempts JSONL to write")
     strategy: str = arg("single", help="single: one attempt per sample (what `s2r build` expects)")
-    samples: int = arg(5, help="attempts per problem (METHOD.md §2: K = 5)")
+    samples: int = arg(5, help="attempts per problem (docs/method.md §2: K = 5)")
     temperature: float | None = arg(0.7, help="sampling temperature")
 
 

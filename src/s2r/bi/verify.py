@@ -1,6 +1,6 @@
 """`s2r verify`: one teacher verification per distinct (problem, answer) of a sampled-attempts file.
 
-Teachers (METHOD.md §2, step 2):
+Teachers (docs/method.md §2, step 2):
 
 - `arith`: the embedded task's programmatic verifiers (`--style confirmative` or `problem-solving`).
 - `task`: a task's own `teacher(problem, answer)` (tasks/task.py): `--task FILE.py:CLASS`'s, else
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from s2r.config import arg, cache_root
-from s2r.evaluate import EndpointErrors
+from s2r.solve import EndpointErrors
 from s2r.format import CORRECT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryFormat, parse, verdict_of
 from s2r.jsonl import DataError, ResumableJsonl, dumps, iter_jsonl, read_jsonl, wrong_field
 from s2r.metrics import answer_key

@@ -1,4 +1,4 @@
-"""`s2r build`: behaviour-initialisation SFT records from verified answers (METHOD.md §2, steps 3–4).
+"""`s2r build`: behaviour-initialisation SFT records from verified answers (docs/method.md §2, steps 3–4).
 
 Per problem: keep the verifications that agree with the grader; draw one verified-correct attempt
 and m distinct verified-wrong answers, where m grows with the problem's difficulty (its number of

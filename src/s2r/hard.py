@@ -7,7 +7,7 @@ the grader could not check (timeout, crash) are left out and counted, never call
 
 Why: online RL learns only from prompt groups whose answers differ. A behaviour-initialised model
 that ends right on ~90% of its training rollouts spends most of them on groups that are all right
-(advantage 0); on its hard problems most groups are mixed (README: "RL on the problems the model
+(advantage 0); on its hard problems most groups are mixed (docs/results/2026-11-rl-studies.md: "RL on the problems the model
 finds hard", with measurements).
 """
 

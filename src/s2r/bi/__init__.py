@@ -1,0 +1,1 @@
+"""Behaviour-initialisation data (docs/method.md §2): sample → verify → build."""

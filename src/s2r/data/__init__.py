@@ -1,1 +1,0 @@
-"""Behaviour-initialisation data (METHOD.md §2): sample → verify → build."""
