@@ -22,7 +22,7 @@ import torch
 from s2r.jsonl import read_jsonl, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig, run_tiny_model
 from s2r.tasks import arith
-from s2r.train.base import PLAIN
+from s2r.tasks.arith.base import PLAIN
 from s2r.train.rl import RLConfig, run_rl
 from s2r.train.sft import SFTConfig, run_sft
 

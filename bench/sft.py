@@ -24,7 +24,7 @@ from s2r.jsonl import write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig, run_tiny_model
 from s2r.prompts import messages_for, render_prompt
 from s2r.tasks import arith
-from s2r.train.base import PLAIN
+from s2r.tasks.arith.base import PLAIN
 from s2r.train.sft import SFTConfig, run_sft
 
 BATCH, MICRO, RECORDS = 32, 8, 512

@@ -148,7 +148,7 @@ def test_a_killed_fsdp_run_resumes_exactly(sft_data):
     launcher.wait()
     assert 2 <= len(_log(root / "cut")) < 12 and not (root / "cut" / "sft.json").exists()
     done = _run("sft", data, cut)
-    assert "resuming SFT at step" in done.stderr
+    assert "resuming sft at step" in done.stderr
     _same_logs(_log(root / "cut"), _log(root / "whole"), SFT_KEYS)
     for name, t in _weights(root / "whole" / "model").items():
         torch.testing.assert_close(_weights(root / "cut" / "model")[name], t, rtol=1e-6, atol=1e-7)

@@ -23,17 +23,8 @@ from s2r.tasks import arith
 from s2r.tasks.arith.base import PHRASES
 from s2r.train.advantages import AdvantageSettings
 from s2r.train.batching import encode_parts, token_logprobs
-from s2r.train.rl import (
-    LIVE,
-    RLConfig,
-    Rollout,
-    batch_of,
-    grader_failures,
-    make_rollouts,
-    rl_accumulate,
-    run_rl,
-    score_tokens,
-)
+from s2r.train.ppo import Rollout, batch_of, rl_accumulate, score_tokens
+from s2r.train.rl import LIVE, RLConfig, grader_failures, make_rollouts, run_rl
 from s2r.train.sft import SFTConfig, run_sft
 
 

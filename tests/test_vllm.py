@@ -10,7 +10,7 @@ import torch
 
 from s2r.models.backend import SamplingParams
 from s2r.loop import Settings, sampled_spans, solve_problems
-from s2r.train.base import PLAIN
+from s2r.tasks.arith.base import PLAIN
 from s2r.train.losses import tis_weights
 from s2r.train.rl_vllm import sampler_logprobs
 

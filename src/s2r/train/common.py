@@ -292,6 +292,44 @@ def resume(out: Path, cfg: TrainFields, key: str, model, opt, device) -> dict | 
     return load_checkpoint(out / "ckpt.pt", key, model, opt, device)
 
 
+@dataclass
+class Run:
+    """What every training command holds while it trains: AdamW over the trainable parameters, the
+    state of the checkpoint it resumed from ({} on a fresh start), the log records that checkpoint
+    covers, the model as called for training (DDP-wrapped under several processes), bf16 autocast,
+    and the log writer."""
+
+    params: list
+    opt: object
+    state: dict
+    done: int  # steps (or iterations) the checkpoint had taken
+    log: list[dict]
+    trainable_names: set[str]
+    ddp: object
+    autocast: object
+    run_log: RunLog
+
+
+def start_run(cfg, out: Path, key: str, model, dist_: Distributed, counter: str, total: int, desc: str,
+          unit: str = "step") -> Run:
+    """Set a training run up, resumed from OUT's checkpoint of the same run (same key) where there is
+    one; `counter` names the state's count of steps taken ("step", "iteration")."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = resume(out, cfg, key, model, opt, dist_.device) or {}
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
+    done = state.get(counter, 0)
+    if done and dist_.main:
+        print(f"resuming {desc} at {unit} {done} of {total}", file=sys.stderr)
+    log = read_log(out / "log.jsonl", done)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return Run(params, opt, state, done, log, trainable, wrap_ddp(model, dist_), cfg.autocast(dist_.device),
+               RunLog(out, log, total, desc, unit, dist_.main, cfg.tensorboard))
+
+
 def save_model(model, tokenizer, cfg: TrainFields, out: Path, dist_: Distributed) -> None:
     """Called on every process: OUT/model (LoRA: OUT/adapter and the merged model) from process 0.
     A sharded model is gathered into an unsharded copy in process 0's CPU memory first."""

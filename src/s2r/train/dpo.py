@@ -28,18 +28,7 @@ from typing import TYPE_CHECKING
 from s2r.config import arg, to_dict
 from s2r.jsonl import DataError, write_json_atomic
 from s2r.prompts import PromptConfig, messages_for, render_prompt
-from s2r.train.common import (
-    Distributed,
-    RunLog,
-    TrainFields,
-    checkpoint,
-    finished,
-    load_models,
-    read_log,
-    resume,
-    save_model,
-    wrap_ddp,
-)
+from s2r.train.common import Distributed, TrainFields, checkpoint, finished, load_models, save_model, start_run
 from s2r.train.dpo_pairs import SOURCES, WEIGHTINGS, Pair
 from s2r.train.sft import SFTConfig, batch_order, lr_at, micro_batches
 
@@ -178,20 +167,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
             print(f"warning: {too_long} pairs longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
         steps = batch_order(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
         last = min(len(steps), cfg.max_steps or len(steps))
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        step = 0
-        state = resume(out, cfg, key, model, opt, dist_.device)
-        if state:
-            torch.set_rng_state(state["rng"])
-            step = state["step"]
-            if dist_.main:
-                print(f"resuming DPO at step {step} of {len(steps)}", file=sys.stderr)
-        log = read_log(out / "log.jsonl", step)
-        trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-        ddp = wrap_ddp(model, dist_)
-        autocast = cfg.autocast(dist_.device)
-        run_log = RunLog(out, log, last, "dpo", "step", dist_.main, cfg.tensorboard)
+        run = start_run(cfg, out, key, model, dist_, "step", last, "dpo")
+        step, log = run.done, run.log
         model.train()
         start = time.monotonic()
         while step < last:
@@ -201,22 +178,22 @@ def run_dpo(cfg: DPOConfig) -> Path:
             micros, scales = lockstep(micro_batches(batch, dist_.rank, dist_.world, max(1, cfg.micro_batch_size // 2)),
                                       batch[:1], dist_, cfg.strategy == "fsdp")
             lr = lr_at(step, len(steps), cfg)
-            for group in opt.param_groups:
+            for group in run.opt.param_groups:
                 group["lr"] = lr
-            loss, won, margin = dist_.sum(accumulate(ddp, model, ref, micros, total_weight, cfg.beta, dist_.world, scales,
-                                                     tokenizer.pad_token_id, dist_.device, autocast))
-            grad_norm = clip_grads(params, cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            loss, won, margin = dist_.sum(accumulate(run.ddp, model, ref, micros, total_weight, cfg.beta, dist_.world, scales,
+                                                     tokenizer.pad_token_id, dist_.device, run.autocast))
+            grad_norm = clip_grads(run.params, cfg.grad_clip)
+            run.opt.step()
+            run.opt.zero_grad(set_to_none=True)
             step += 1
             record = {"step": step, "epoch": (step - 1) // math.ceil(len(examples) / cfg.batch_size), "train/loss": loss,
                       "train/reward_acc": won / len(batch), "train/reward_margin": margin / len(batch), "lr": lr,
                       "grad_norm": grad_norm, "pairs": len(batch), "seconds": time.monotonic() - start}
             log.append(record)
-            run_log.write(step, record, loss=f"{loss:.3f}", acc=f"{record['train/reward_acc']:.2f}")
+            run.run_log.write(step, record, loss=f"{loss:.3f}", acc=f"{record['train/reward_acc']:.2f}")
             if step % cfg.ckpt_every == 0 or step == last:
-                checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, step=step, rng=torch.get_rng_state())
-        run_log.close()
+                checkpoint(out, cfg, dist_, model, run.trainable_names, run.opt, key=key, step=step, rng=torch.get_rng_state())
+        run.run_log.close()
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
             write_json_atomic(info_path, {"key": key, "finished": step == len(steps), "steps": step, "total_steps": len(steps),

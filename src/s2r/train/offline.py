@@ -232,7 +232,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.loop import loop_written
     from s2r.tasks import grading_task
     from s2r.train.batching import encode_parts
-    from s2r.train.common import Distributed, RunLog, checkpoint, finished, load_models, read_log, resume, save_model, wrap_ddp
+    from s2r.train.common import Distributed, checkpoint, finished, load_models, save_model, start_run
     from s2r.train.ppo import Rollout, rl_accumulate, score_tokens
     from s2r.train.sharding import clip_grads, lockstep
 
@@ -298,14 +298,8 @@ def run_offline(cfg: OfflineConfig) -> Path:
             order = list(range(len(data)))
             random.Random(f"{cfg.seed}|{epoch}").shuffle(order)
             steps += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        ck = resume(out, cfg, key, model, opt, dist_.device)
-        step = ck["step"] if ck else 0
-        log = read_log(out / "log.jsonl", step)
-        trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-        ddp = wrap_ddp(model, dist_)
-        run_log = RunLog(out, log, len(steps), f"offline ({cfg.level})", "step", dist_.main, cfg.tensorboard)
+        run = start_run(cfg, out, key, model, dist_, "step", len(steps), f"offline ({cfg.level})")
+        step, log, params, opt, ddp, run_log = run.done, run.log, run.params, run.opt, run.ddp, run.run_log
         start = time.monotonic()
         model.train()
         while step < len(steps):
@@ -327,7 +321,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
             log.append(record)
             run_log.write(step, record, loss=f"{record['train/loss']:.3f}")
             if step % cfg.ckpt_every == 0 or step == len(steps):
-                checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, step=step)
+                checkpoint(out, cfg, dist_, model, run.trainable_names, opt, key=key, step=step)
         run_log.close()
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:

@@ -52,19 +52,8 @@ from s2r.train.advantages import (
     outcome_reward,
     process_rewards,
 )
-from s2r.train.common import (
-    Distributed,
-    RunLog,
-    TrainFields,
-    checkpoint,
-    finished,
-    load_models,
-    read_log,
-    resume,
-    save_model,
-    wrap_ddp,
-)
-from s2r.train.ppo import Rollout, batch_of, rl_accumulate, score_tokens  # noqa: F401 (batch_of: for the tests)
+from s2r.train.common import Distributed, TrainFields, checkpoint, finished, load_models, save_model, start_run
+from s2r.train.ppo import Rollout, rl_accumulate, score_tokens
 
 LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable",
         "eval/retry_by_loop", "eval/verify_by_loop")
@@ -243,18 +232,9 @@ def run_rl(cfg: RLConfig) -> Path:
             return out / "model"
         torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        iteration, state = 0, {}
-        ck = resume(out, cfg, key, model, opt, dist_.device)
-        if ck:
-            iteration, state = ck["iteration"], ck["baselines"]
-            if dist_.main:
-                print(f"resuming RL at iteration {iteration}", file=sys.stderr)
-        log = read_log(out / "log.jsonl", iteration)
-        trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-        ddp = wrap_ddp(model, dist_)
-        autocast = cfg.autocast(dist_.device)
+        run = start_run(cfg, out, key, model, dist_, "iteration", cfg.iterations, f"rl ({cfg.level})", "iteration")
+        iteration, state, log = run.done, run.state.get("baselines", {}), run.log
+        params, opt, ddp, autocast, run_log = run.params, run.opt, run.ddp, run.autocast, run.run_log
         prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
         if cfg.backend == "vllm":
             from s2r.train.rl_vllm import colocated_engine, push_policy
@@ -262,7 +242,6 @@ def run_rl(cfg: RLConfig) -> Path:
             backend = colocated_engine(cfg, model, tokenizer)
         else:
             backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
-        run_log = RunLog(out, log, cfg.iterations, f"rl ({cfg.level})", "iteration", dist_.main, cfg.tensorboard)
         start = time.monotonic()
         with Grader(workers=1) as grader:
             while iteration < cfg.iterations:
@@ -335,7 +314,7 @@ def run_rl(cfg: RLConfig) -> Path:
                 run_log.write(iteration, record, loss=f"{record['train/loss']:.3f}", reward=f"{record['reward/outcome_mean'] or 0:.2f}",
                               acc=f"{live.get('eval/acc_final') or 0:.2f}")
                 if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
-                    checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, iteration=iteration, baselines=state)
+                    checkpoint(out, cfg, dist_, model, run.trainable_names, opt, key=key, iteration=iteration, baselines=state)
         run_log.close()
         backend.close()
         save_model(model, tokenizer, cfg, out, dist_)

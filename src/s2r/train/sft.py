@@ -31,18 +31,7 @@ from pathlib import Path
 from s2r.config import arg, to_dict
 from s2r.jsonl import DataError, has_surrogate, iter_jsonl, wrong_field, write_json_atomic
 from s2r.prompts import PromptConfig, messages_for, render_prompt
-from s2r.train.common import (
-    Distributed,
-    RunLog,
-    TrainFields,
-    checkpoint,
-    finished,
-    load_models,
-    read_log,
-    resume,
-    save_model,
-    wrap_ddp,
-)
+from s2r.train.common import Distributed, TrainFields, checkpoint, finished, load_models, save_model, start_run
 
 
 @dataclass
@@ -197,20 +186,8 @@ def run_sft(cfg: SFTConfig) -> Path:
             print(f"warning: {too_long} records longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
         steps = batch_order(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
         last = min(len(steps), cfg.max_steps or len(steps))
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        step = 0
-        state = resume(out, cfg, key, model, opt, dist_.device)
-        if state:
-            torch.set_rng_state(state["rng"])
-            step = state["step"]
-            if dist_.main:
-                print(f"resuming SFT at step {step} of {len(steps)}", file=sys.stderr)
-        log = read_log(out / "log.jsonl", step)
-        trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
-        ddp = wrap_ddp(model, dist_)
-        autocast = cfg.autocast(dist_.device)
-        run_log = RunLog(out, log, last, "sft", "step", dist_.main, cfg.tensorboard)
+        run = start_run(cfg, out, key, model, dist_, "step", last, "sft")
+        step, log = run.done, run.log
         model.train()
         start = time.monotonic()
         while step < last:
@@ -221,24 +198,24 @@ def run_sft(cfg: SFTConfig) -> Path:
             micros, weights = lockstep(micro_batches(batch, dist_.rank, dist_.world, cfg.micro_batch_size), batch[:1], dist_,
                                        cfg.strategy == "fsdp")
             lr = lr_at(step, len(steps), cfg)
-            for group in opt.param_groups:
+            for group in run.opt.param_groups:
                 group["lr"] = lr
-            nll_sum, kl_sum = dist_.sum(accumulate(ddp, model, ref, micros, n_tokens, cfg.kl_coef, dist_.world, weights,
-                                                   tokenizer.pad_token_id, dist_.device, autocast))
-            grad_norm = clip_grads(params, cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            nll_sum, kl_sum = dist_.sum(accumulate(run.ddp, model, ref, micros, n_tokens, cfg.kl_coef, dist_.world, weights,
+                                                   tokenizer.pad_token_id, dist_.device, run.autocast))
+            grad_norm = clip_grads(run.params, cfg.grad_clip)
+            run.opt.step()
+            run.opt.zero_grad(set_to_none=True)
             step += 1
             record = {"step": step, "epoch": (step - 1) // math.ceil(len(examples) / cfg.batch_size),
                       "train/loss": (nll_sum + cfg.kl_coef * kl_sum) / n_tokens, "train/nll": nll_sum / n_tokens,
                       "train/kl": kl_sum / n_tokens, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
                       "seconds": time.monotonic() - start}
             log.append(record)
-            run_log.write(step, record, loss=f"{record['train/loss']:.3f}", kl=f"{record['train/kl']:.4f}")
+            run.run_log.write(step, record, loss=f"{record['train/loss']:.3f}", kl=f"{record['train/kl']:.4f}")
             if step % cfg.ckpt_every == 0 or step == last:
-                checkpoint(out, cfg, dist_, model, trainable_names, opt, key=key, step=step, rng=torch.get_rng_state())
-        run_log.close()
-        memory = memory_bytes(model, ref, opt)  # this process's share
+                checkpoint(out, cfg, dist_, model, run.trainable_names, run.opt, key=key, step=step, rng=torch.get_rng_state())
+        run.run_log.close()
+        memory = memory_bytes(model, ref, run.opt)  # this process's share
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
             write_json_atomic(info_path, {"key": key, "finished": step == len(steps), "steps": step, "total_steps": len(steps),
