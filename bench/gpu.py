@@ -33,7 +33,7 @@ from pathlib import Path
 
 def build_model(path: Path, tiny: bool = False) -> None:
     """A random Qwen2 of Qwen2-0.5B's shape (s2r.train.memory.SHAPES) and the character tokenizer;
-    tiny: 2 layers of width 64 (its vocabulary kept), for the CPU dry run."""
+    tiny: 2 layers of width 128 (its vocabulary kept), for the CPU dry run."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -43,7 +43,7 @@ def build_model(path: Path, tiny: bool = False) -> None:
 
     s = SHAPES["Qwen2-0.5B"]
     if tiny:
-        s = replace(s, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128)
+        s = replace(s, hidden=128, layers=2, heads=2, kv_heads=1, intermediate=256)  # head_dim 64, as vLLM-CPU needs
     tokenizer = char_tokenizer(phrases=PHRASES)
     config = Qwen2Config(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
                          num_key_value_heads=s.kv_heads, intermediate_size=s.intermediate, vocab_size=s.vocab,
@@ -166,7 +166,7 @@ def main() -> int:
         # steady-state speed: from the end of step 2 (setup and the first steps' warm-up excluded)
         steady = (len(log) - 2) / (log[-1]["seconds"] - log[1]["seconds"])
         summary = {"gpus": world, "gpu": "none (--cpu-dry-run)" if dry else torch.cuda.get_device_name(),
-                   "model": "Qwen2-0.5B shape, random" + (", 2 layers of width 64" if dry else ""),
+                   "model": "Qwen2-0.5B shape, random" + (", 2 layers of width 128" if dry else ""),
                    "sft": {"steps": len(log), "steps_per_s": steady,
                            "tokens_per_s": steady * sum(r["tokens"] for r in log) / len(log),
                            "first_loss": log[0]["train/loss"], "last_loss": log[-1]["train/loss"],
