@@ -58,7 +58,8 @@ def _rl_command(out: Path) -> list[str]:
     flags = dict(data="arith:train", limit=24, out=out, iterations=3, prompts=4, samples=2, max_tokens=200, updates=1, lr=3e-3,
                  system="", template="plain", tensorboard="false", threads=1, backend="vllm", gpu_memory_utilization=0.1,
                  temperature=1.0, ckpt_every=1)
-    return [sys.executable, "-m", "s2r.cli", "rl", str(BASE), *[x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
+    args = [x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    return [sys.executable, "-m", "s2r.cli", "rl", str(BASE), *args]
 
 
 def _weights(folder: Path) -> dict:
