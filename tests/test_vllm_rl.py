@@ -1,4 +1,5 @@
-"""`s2r rl --backend vllm` (vLLM colocated) and the CLI with vLLM; skipped without vLLM."""
+"""`s2r rl --backend vllm` (vLLM colocated): the pushes, a killed run resuming exactly, and the CLI
+with vLLM; skipped without vLLM."""
 
 import os
 import signal
