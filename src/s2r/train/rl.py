@@ -253,8 +253,10 @@ def run_rl(cfg: RLConfig) -> Path:
                                                           seed=cfg.seed * 1_000_003 + iteration * 1009 + dist_.rank,
                                                           logprobs=cfg.backend == "vllm"))
                 model.eval()
+                t0 = time.monotonic()
                 if cfg.backend == "vllm":
                     push_policy(backend, model)  # the weights of the last step (or of the checkpoint)
+                push_seconds = time.monotonic() - t0  # weight sync: 0 with transformers
                 t0 = time.monotonic()
                 with unsharded(model):  # fsdp: whole weights, so that processes decode different step counts
                     records, _ = solve_problems(backend, jobs, "s2r", settings, grader)  # failed ones have no record
@@ -309,7 +311,7 @@ def run_rl(cfg: RLConfig) -> Path:
                           **{k: live.get(k) for k in LIVE}, "rollouts": len(everyone), "groups_left_out": int(left_out),
                           "grader_failures": grader_failures(everyone),
                           "tokens": sum(r["tokens"] for r in everyone),
-                          "gen_seconds": gen_seconds, "seconds": time.monotonic() - start}
+                          "push_seconds": push_seconds, "gen_seconds": gen_seconds, "seconds": time.monotonic() - start}
                 log.append(record)
                 run_log.write(iteration, record, loss=f"{record['train/loss']:.3f}", reward=f"{record['reward/outcome_mean'] or 0:.2f}",
                               acc=f"{live.get('eval/acc_final') or 0:.2f}")
