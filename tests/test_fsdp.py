@@ -172,7 +172,7 @@ def test_lora_reference_without_adapters_gives_the_kl_of_a_copy(sft_data):
     from transformers import AutoModelForCausalLM
 
     from s2r.train.common import Distributed, load_policy
-    from s2r.train.sft import SFTConfig, accumulate, encode_records
+    from s2r.train.sft import SFTConfig, accumulate, encode_records, read_records
     from s2r.train.sharding import shard
 
     root, data = sft_data
@@ -189,7 +189,7 @@ def test_lora_reference_without_adapters_gives_the_kl_of_a_copy(sft_data):
         copy = shard(AutoModelForCausalLM.from_pretrained(BASE).eval().requires_grad_(False), dist_.device, 1, bf16=False)
         from transformers import AutoTokenizer
 
-        examples, _ = encode_records(data, AutoTokenizer.from_pretrained(BASE), cfg)
+        examples, _ = encode_records(data, read_records(data), AutoTokenizer.from_pretrained(BASE), cfg)
         n = sum(sum(m[1:]) for _, m in examples)
         _, kl_disabled = accumulate(model, model, None, [examples[:6], examples[6:]], n, 0.1)
         _, kl_copy = accumulate(model, model, copy, [examples[:6], examples[6:]], n, 0.1)
@@ -237,9 +237,15 @@ def _offline_rollouts() -> list[dict]:
 def test_offline_fsdp_matches_one_process(tmp_path):
     from s2r.train.offline import OfflineConfig, run_offline
 
+    from s2r.settings_guard import guard_output, model_digest
+    from s2r.tasks import arith as arith_task
+    from s2r.train.offline import rollout_settings
+
     cfg = {"data": ["arith:train"], "limit": 2, "samples": 4, "batch_size": 3, "micro_batch_size": 1, "lr": 1e-3}
+    settings = rollout_settings(OfflineConfig(BASE, **cfg, **COMMON), arith_task.ArithTask()).record("s2r", model_digest(BASE))
     for name in ("one", "fsdp"):
         (tmp_path / name).mkdir()
+        guard_output(tmp_path / name / "rollouts.jsonl", settings)  # as a run with these settings leaves them
         write_jsonl_atomic(tmp_path / name / "rollouts.jsonl", _offline_rollouts())  # not sampled again
     one = run_offline(OfflineConfig(BASE, out=str(tmp_path / "one"), **cfg, **COMMON))
     _run("offline", BASE, {**cfg, "out": str(tmp_path / "fsdp"), "strategy": "fsdp"})

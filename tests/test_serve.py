@@ -90,7 +90,8 @@ def test_api_key_is_never_written(server, tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr()
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert {p.name for p in files} == {"trajectories.jsonl", "metrics.json", "report.html"}
+    assert {p.name for p in files} == {"trajectories.jsonl", "trajectories.jsonl.settings.json", "metrics.json",
+                                       "report.html"}
     for p in files:
         assert KEY.encode() not in p.read_bytes(), p
     assert KEY not in printed.out + printed.err
