@@ -102,3 +102,16 @@ def test_a_killed_vllm_run_resumes_exactly(tmp_path):
     whole_weights, cut_weights = _weights(tmp_path / "whole" / "model"), _weights(cut / "model")
     assert whole_weights.keys() == cut_weights.keys()
     assert all(torch.equal(cut_weights[name], t) for name, t in whole_weights.items())
+
+
+@pytest.mark.slow
+def test_vllm_rollouts_under_fsdp_match_ddp(tmp_path):
+    """Two processes, each with its own engine: under fsdp the push reads the gathered weights, so the
+    engines sample what they sample under ddp and the updates agree."""
+    from test_fsdp import RL, RL_KEYS, _log, _run, _same_logs
+
+    cfg = {**RL, "level": "process", "backend": "vllm", "gpu_memory_utilization": 0.1}
+    for strategy in ("ddp", "fsdp"):
+        _run("rl", str(BASE), {**cfg, "out": str(tmp_path / strategy), "strategy": strategy})
+    _same_logs(_log(tmp_path / "fsdp"), _log(tmp_path / "ddp"), RL_KEYS)
+    assert _log(tmp_path / "ddp")[-1]["train/kl_ref"] > 0  # the second iteration sampled from the updated policy

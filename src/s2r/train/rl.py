@@ -27,6 +27,7 @@ optimiser, baseline statistics, iteration) give an exact resume: rollouts are sa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -255,10 +256,12 @@ def run_rl(cfg: RLConfig) -> Path:
                 model.eval()
                 t0 = time.monotonic()
                 if cfg.backend == "vllm":
-                    push_policy(backend, model)  # the weights of the last step (or of the checkpoint)
+                    with unsharded(model):  # fsdp: the push reads whole weights
+                        push_policy(backend, model)  # the weights of the last step (or of the checkpoint)
                 push_seconds = time.monotonic() - t0  # weight sync: 0 with transformers
                 t0 = time.monotonic()
-                with unsharded(model):  # fsdp: whole weights, so that processes decode different step counts
+                # fsdp + transformers: whole weights, so that processes decode different step counts
+                with unsharded(model) if cfg.backend == "transformers" else contextlib.nullcontext():
                     records, _ = solve_problems(backend, jobs, "s2r", settings, grader)  # failed ones have no record
                 gen_seconds = time.monotonic() - t0
                 if cfg.backend == "vllm":
@@ -318,13 +321,13 @@ def run_rl(cfg: RLConfig) -> Path:
                 if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
                     checkpoint(out, cfg, dist_, model, run.trainable_names, opt, key=key, iteration=iteration, baselines=state)
         run_log.close()
-        backend.close()
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
             write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": to_dict(cfg),
                                           "last": log[-1] if log else None})
             print(f"wrote {out / 'model'} after {iteration} iterations", file=sys.stderr)
         dist_.barrier()
+        backend.close()  # last: a vLLM engine's shutdown also tears down the process group it joined
         return out / "model"
     finally:
         dist_.close()
