@@ -17,6 +17,7 @@ from s2r.hard import HardConfig
 from s2r.bi.sample import SampleConfig
 from s2r.bi.verify import VerifyConfig
 from s2r.demo import DemoConfig
+from s2r.compare import CompareConfig
 from s2r.solve import EndpointErrors, EvalConfig, SolveConfig
 from s2r.jsonl import DataError, write_json_atomic, write_jsonl_atomic
 from s2r.models.tiny import TinyModelConfig
@@ -95,6 +96,8 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "offline": (OfflineConfig, _lazy("s2r.train.offline", "run_offline"), "offline RL on a fixed model's filtered rollouts"),
     "base": (BaseConfig, _lazy("s2r.tasks.arith.base", "run_base"), "train the embedded task's tiny base model from scratch"),
     "demo": (DemoConfig, _lazy("s2r.demo", "run_demo"), "the whole method on the embedded task, on a CPU"),
+    "compare": (CompareConfig, _lazy("s2r.compare", "run_compare"),
+                "S²R and its relatives (SCoRe, CCT, mistake tuning, DPO, R-Tuning, ...) side by side on the embedded task"),
 }
 
 

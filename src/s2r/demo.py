@@ -58,32 +58,39 @@ QUICK = {"test_problems": 150, "bi_problems": 200, "screen_problems": 150, "rl_i
          "offline_problems": 16}
 
 
-@dataclass
-class DemoConfig:
-    out: str = arg("runs/demo", help="output folder: results.json, report.html, rows/")
-    seed: int = arg(0, help="seed of the task splits, the base model and sampling")
-    quick: bool = arg(False, help="a smaller run: 150 test problems, 2 × 16 RL prompts, 16 offline problems")
+@dataclass(kw_only=True)
+class StageFields:
+    """The settings of the demo's stages, shared with `s2r compare`."""
+
+    quick: bool = arg(False, help="a smaller run: 150 test problems, 2 RL iterations × 16 prompts (and the sizes below "
+                                  "that say so)")
     test_problems: int = arg(1000, help="test problems (--quick 150)")
     cache: str | None = arg(None, help="where trained models are kept and reused (default $S2R_CACHE or ~/.cache/s2r)")
     train_base: bool = arg(False, help="train the base model from scratch even where s2r ships it (seed 0)")
     target_acc: float = arg(0.5, help="base model: stop training at this greedy validation accuracy")
     base_max_steps: int | None = arg(None, help="base model: training steps at most (default 3000, --quick 200)")
-    votes: int = arg(4, help="base-majority: samples per vote")
     bi_problems: int = arg(200, help="BI: training problems to sample from")
     bi_samples: int = arg(5, help="BI: attempts per training problem (K)")
     rl_iterations: int = arg(12, help="ORL and PRL: iterations (--quick 2)")
     rl_prompts: int = arg(32, help="ORL and PRL: prompts per iteration, × 4 samples (--quick 16)")
-    rl_hard: bool = arg(False, help="ORL trains on the bi model's hard training problems (`s2r hard`: those its greedy s2r "
-                                    "trajectory ends wrong or needs ≥ 3 attempts for); PRL trains on all of them")
-    screen_problems: int = arg(1000, help="--rl-hard: training problems (after BI's) the bi model solves to find its "
-                                          "hard ones (--quick 150)")
-    offline_problems: int = arg(64, help="offline: training problems (× 8 samples; --quick 16)")
     max_tokens: int = arg(800, help="evaluation: token budget of an s2r trajectory (RL's is in its recipe)")
     batch_size: int = arg(128, help="prompts per generate() call")
 
     def sized(self, name: str) -> int:
         """A setting of QUICK, capped there under --quick."""
         return min(getattr(self, name), QUICK[name]) if self.quick else getattr(self, name)
+
+
+@dataclass
+class DemoConfig(StageFields):
+    out: str = arg("runs/demo", help="output folder: results.json, report.html, rows/")
+    seed: int = arg(0, help="seed of the task splits, the base model and sampling")
+    votes: int = arg(4, help="base-majority: samples per vote")
+    rl_hard: bool = arg(False, help="ORL trains on the bi model's hard training problems (`s2r hard`: those its greedy s2r "
+                                    "trajectory ends wrong or needs ≥ 3 attempts for); PRL trains on all of them")
+    screen_problems: int = arg(1000, help="--rl-hard: training problems (after BI's) the bi model solves to find its "
+                                          "hard ones (--quick 150)")
+    offline_problems: int = arg(64, help="offline: training problems (× 8 samples; --quick 16)")
 
 
 def base_config(cfg: DemoConfig) -> BaseConfig:
@@ -151,9 +158,9 @@ def hard_stage(cfg: DemoConfig, bi_model: Path, s2r: Settings, out: Path) -> Pat
     return stage / "hard.jsonl"
 
 
-def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> dict[str, Path]:
+def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path, offline: bool = True) -> dict[str, Path]:
     """ORL (online, from the bi model; on its hard problems when given), PRL (online, on all training
-    problems) and offline RL (on the bi model's filtered rollouts)."""
+    problems) and, with `offline`, offline RL (on the bi model's filtered rollouts)."""
     from s2r.train.offline import NoOfflineData, OfflineConfig, run_offline
     from s2r.train.rl import RLConfig, run_rl
 
@@ -165,6 +172,8 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path) -> d
                                    out=str(stage / "orl"))),
         "prl": run_rl(recipes.load(RLConfig, "arith/prl", **online, out=str(stage / "prl"))),
     }
+    if not offline:
+        return models
     try:
         models["offline"] = run_offline(recipes.load(OfflineConfig, "arith/offline", **mine, limit=cfg.sized("offline_problems"),
                                                      out=str(stage / "offline")))
@@ -185,6 +194,18 @@ CALIBRATION = (200, 4)
 
 def tokens_per_problem(records: list[dict]) -> float:
     return compute_metrics(records)["overall"]["eval/tokens_mean"]
+
+
+def matched_majority(row, model: Path, matched: list[dict], jobs, sampled: Settings) -> tuple[int, list[dict]]:
+    """(k, trajectories) of `model` voting over k sampled single answers, k = the tokens per problem of
+    `matched` over those of one sampled single answer (measured as CALIBRATION says, in a row
+    `prl-single-sampled` that is not a row of the table). row(name, strategy, model, jobs, settings)
+    runs a row."""
+    n, m = CALIBRATION
+    calibration = [(b, p, i) for b, p, _ in jobs[:n] for i in range(m)]
+    one = row("prl-single-sampled", "single", model, calibration, sampled)
+    k = max(2, round(tokens_per_problem(matched) / tokens_per_problem(one)))
+    return k, row(f"prl-majority{k}", "majority", model, jobs, replace(sampled, votes=k))
 
 
 def code_digest() -> str:
@@ -260,13 +281,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         models.update(timed("rl", rl_stage, cfg, models["bi"], hard, out))
         for name in [n for n in ("orl", "prl", "offline") if n in models]:
             runs[name] = row(name, "s2r", models[name], jobs, s2r)
-        # Same compute: the prl model samples k single answers and votes, k = prl's tokens per problem
-        # over those of one sampled single answer (measured as CALIBRATION says)
-        n, m = CALIBRATION
-        calibration = [(b, p, i) for b, p, _ in jobs[:n] for i in range(m)]
-        one = row("prl-single-sampled", "single", models["prl"], calibration, sampled)
-        k = max(2, round(tokens_per_problem(runs["prl"]) / tokens_per_problem(one)))
-        runs[f"prl-majority{k}"] = row(f"prl-majority{k}", "majority", models["prl"], jobs, replace(sampled, votes=k))
+        k, voted = matched_majority(row, models["prl"], runs["prl"], jobs, sampled)
+        runs[f"prl-majority{k}"] = voted
     rows = [{"name": name, "metrics": compute_metrics(records)["overall"]} for name, records in runs.items()]
     result = {"seed": cfg.seed, "test_problems": n_test, "base_model": str(base_dir), "rows": rows,
               "seconds": {stage: round(t, 1) for stage, t in seconds.items()}}
