@@ -28,13 +28,13 @@ def nice_ceiling(x: float) -> float:
     return next(m * scale for m in (1, 2, 2.5, 4, 5, 8, 10) if m * scale >= x - 1e-12)
 
 
-def _svg_head(title: str, width: int, height: int) -> str:
+def svg_head(title: str, width: int, height: int) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
             f'aria-label="{_esc(title)}" font-family="sans-serif" font-size="11">'
             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{_esc(title)}</text>')
 
 
-def _legend(names, left: int, height: int) -> str:
+def legend(names, left: int, height: int) -> str:
     """A colour square and the name of each series, in a row along the bottom, then the closing tag."""
     out, lx = [], left
     for s, name in enumerate(names):
@@ -54,7 +54,7 @@ def bar_chart(categories: Sequence[str], series: dict[str, Sequence[float | None
     group_w = plot_w / max(1, len(categories))
     bar_w = group_w * 0.8 / max(1, len(series))
     fmt = (lambda v: f"{v:.0%}" if top > 0.1 else f"{v:.1%}") if percent else (lambda v: f"{v:.3g}")
-    out = [_svg_head(title, width, height)]
+    out = [svg_head(title, width, height)]
     for k in range(5):  # horizontal grid and y labels
         v = top * k / 4
         y = head + plot_h - plot_h * k / 4
@@ -73,7 +73,7 @@ def bar_chart(categories: Sequence[str], series: dict[str, Sequence[float | None
             if bar_w > 22:
                 out.append(f'<text x="{x + bar_w * 0.46:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="9">{fmt(v)}</text>')
         out.append(f'<text x="{left + (c + 0.5) * group_w:.1f}" y="{head + plot_h + 14}" text-anchor="middle">{_esc(cat)[:24]}</text>')
-    out.append(_legend(series, left, height))
+    out.append(legend(series, left, height))
     return "".join(out)
 
 
@@ -86,7 +86,7 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_l
     def px(x: float, y: float) -> tuple[float, float]:  # data -> pixels
         return left + plot_w * x, head + plot_h * (1 - y)
 
-    out = [_svg_head(title, width, height)]
+    out = [svg_head(title, width, height)]
     for k in range(5):  # grid and labels on both axes
         v = k / 4
         y, x = head + plot_h * (1 - v), left + plot_w * v
@@ -103,7 +103,7 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str, x_l
                    f'points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pixels)}"><title>{_esc(name)}</title></polyline>')
         out.extend(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}">'
                    f'<title>{_esc(name)}: {x:.1%}, {y:.1%}</title></circle>' for (a, b), (x, y) in zip(pixels, points))
-    out.append(_legend(series, left, height))
+    out.append(legend(series, left, height))
     return "".join(out)
 
 
