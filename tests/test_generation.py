@@ -157,3 +157,17 @@ def test_eval_writes_trajectories_metrics_and_report(tiny, tmp_path, data_dir):
     # running it again reuses the trajectories
     assert main(args) == 0
     assert load_trajectories(out / "trajectories.jsonl") == records
+
+
+def test_a_long_prompt_in_the_batch_leaves_the_others_their_whole_budget(tmp_path):
+    """Positions count per row (left padding does not shift them), so each prompt's room is the
+    context minus its own length, not minus the batch's padded length."""
+    assert main(["tiny-model", str(tmp_path / "m"), "--max-positions", "64"]) == 0
+    backend = TransformersBackend.from_pretrained(str(tmp_path / "m"), batch_size=8)
+    params = SamplingParams(max_tokens=40)  # greedy
+    short, long_, too_long = "x", "y" * 50, "z" * 70
+    a, b, c = backend.complete([short, long_, too_long], params)
+    (alone,) = backend.complete([short], params)
+    assert a.num_tokens == alone.num_tokens and a.token_ids == alone.token_ids  # not cut to 64 − 70 or 64 − 50
+    assert b.num_tokens <= 64 - 50 and b.finish_reason in ("stop", "length")
+    assert c.finish_reason == "error" and "leaves no room in 64 positions" in c.error

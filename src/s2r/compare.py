@@ -180,18 +180,20 @@ def compare_seed(cfg: DemoConfig, trajectory_samples: int = 4) -> Seed:
             ("dpo-trajectories", "s2r", models["dpo-trajectories"], s2r), ("r-tuning", "single", models["r-tuning"], greedy)]
     for name, strategy, model, settings in plan:
         run.runs[name] = run.row(name, strategy, model, jobs, settings)
-    run.votes, run.runs["majority"] = matched_majority(run.row, models["prl"], run.runs["prl"], jobs, sampled)
+    run.votes, run.runs["majority"] = matched_majority(run.row, models["prl"], run.runs["prl"], jobs, sampled,
+                                                          "majority")
     run.runs = {name: run.runs[name] for name in ROWS}  # the table's order
     return run
 
 
 def run_compare(cfg: CompareConfig) -> dict:
-    from s2r.compare_report import format_summary, render_compare, summarise
+    from s2r.compare_report import KEYS, format_summary, render_compare
+    from s2r.compare_stats import summarise
     from s2r.report import render_report
 
     out = Path(cfg.out)
     start = time.monotonic()
-    rows, seconds, curves = {}, {}, None
+    rows, seconds, curves = {}, {}, {}
     for seed in cfg.seed:
         run = compare_seed(cfg.for_seed(seed), cfg.trajectory_samples)
         rows[str(seed)] = [{"name": n, "metrics": compute_metrics(rs)["overall"], **({"votes": run.votes} if n == "majority"
@@ -202,12 +204,12 @@ def run_compare(cfg: CompareConfig) -> dict:
         write_atomic(run.out / "report.html", render_report(f"s2r compare · embedded arithmetic · seed {seed}", run.runs,
                                                             meta={"seed": seed}))
         print(f"seed {seed}\n{format_table(rows[str(seed)])}", file=sys.stderr)
-        curves = curves or run.runs
+        curves = curves or {"seed": seed, "runs": run.runs}  # risk–coverage curves of the first seed
     result = {"seeds": cfg.seed, "test_problems": cfg.sized("test_problems"), "rows": rows, "seconds": seconds}
-    result["summary"] = summarise(rows)
+    result["summary"] = summarise(rows, KEYS)
     write_json_atomic(out / "results.json", result)
     write_atomic(out / "report.html", render_compare(f"s2r compare · embedded arithmetic · seeds {cfg.seed}", result,
-                                                     curves))
+                                                     curves["runs"], curves["seed"]))
     print(format_summary(result))
     print(f"wrote {out / 'results.json'} and {out / 'report.html'} in {time.monotonic() - start:.0f}s", file=sys.stderr)
     return result

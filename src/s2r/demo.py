@@ -196,16 +196,17 @@ def tokens_per_problem(records: list[dict]) -> float:
     return compute_metrics(records)["overall"]["eval/tokens_mean"]
 
 
-def matched_majority(row, model: Path, matched: list[dict], jobs, sampled: Settings) -> tuple[int, list[dict]]:
+def matched_majority(row, model: Path, matched: list[dict], jobs, sampled: Settings,
+                     name: str | None = None) -> tuple[int, list[dict]]:
     """(k, trajectories) of `model` voting over k sampled single answers, k = the tokens per problem of
     `matched` over those of one sampled single answer (measured as CALIBRATION says, in a row
     `prl-single-sampled` that is not a row of the table). row(name, strategy, model, jobs, settings)
-    runs a row."""
+    runs a row; the vote's row is `name` (default prl-majorityK)."""
     n, m = CALIBRATION
     calibration = [(b, p, i) for b, p, _ in jobs[:n] for i in range(m)]
     one = row("prl-single-sampled", "single", model, calibration, sampled)
     k = max(2, round(tokens_per_problem(matched) / tokens_per_problem(one)))
-    return k, row(f"prl-majority{k}", "majority", model, jobs, replace(sampled, votes=k))
+    return k, row(name or f"prl-majority{k}", "majority", model, jobs, replace(sampled, votes=k))
 
 
 def code_digest() -> str:

@@ -106,12 +106,14 @@ class TransformersBackend:
         bos = tok.bos_token
         add_special = not (bos and all(p.startswith(bos) for p in prompts))
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.device)
-        prompt_len = enc["input_ids"].shape[1]  # [B, P], left-padded
-        room = self.max_positions - prompt_len if self.max_positions else max(budgets)
-        max_new = [min(b, room) for b in budgets]
-        if room <= 0:
-            err = f"prompt of {prompt_len} tokens leaves no room in {self.max_positions} positions"
-            return [Completion("", "error", 0, error=err) for _ in prompts]
+        lengths = enc["attention_mask"].sum(-1).tolist()  # [B]: each prompt's own tokens (positions count per row)
+        rooms = [self.max_positions - n if self.max_positions else b for n, b in zip(lengths, budgets)]
+        if min(rooms) <= 0:  # those prompts fail alone; the others are generated as if they were not there
+            fits = [i for i, r in enumerate(rooms) if r > 0]
+            done = dict(zip(fits, self._batch([prompts[i] for i in fits], params, [budgets[i] for i in fits]))) if fits else {}
+            return [done.get(i) or Completion("", "error", 0, error=f"prompt of {lengths[i]} tokens leaves no room in "
+                                                                    f"{self.max_positions} positions") for i in range(len(prompts))]
+        max_new = [min(b, r) for b, r in zip(budgets, rooms)]
         tail = max((len(s) for s in params.stop), default=0) + 2  # tokens enough to hold any stop string
 
         def stopped(ids: list[int]) -> bool:
