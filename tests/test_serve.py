@@ -96,3 +96,18 @@ def test_api_key_is_never_written(server, tmp_path, capsys):
         assert KEY.encode() not in p.read_bytes(), p
     assert KEY not in printed.out + printed.err
     assert json.loads((out / "metrics.json").read_text())["config"]["api_key"] == "<set>"
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path, capsys):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        assert main(["serve", str(tmp_path / "no-model-here"), "--host", "127.0.0.1", "--port", str(port)]) == 2
+    finally:
+        taken.close()
+    err = capsys.readouterr().err.strip()
+    assert err == f"s2r serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"

@@ -260,15 +260,29 @@ def make_app(cfg: ServeConfig, backend):
     return app
 
 
+def listen(host: str, port: int):
+    """A socket bound to host:port (port 0: any free one); OSError in one line when it cannot be."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
 def run_serve(cfg: ServeConfig) -> None:
     import uvicorn
 
     from s2r.models.hf import TransformersBackend
 
+    sock = listen(cfg.host, cfg.port)  # a port in use stops here, before the model loads
     backend = TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
     config = uvicorn.Config(make_app(cfg, backend), host=cfg.host, port=cfg.port, lifespan="off",
                             timeout_graceful_shutdown=5)  # listen backlog: uvicorn's 2048
-    sock = config.bind_socket()
     host, port = sock.getsockname()[:2]
     print(f"serving {cfg.model} at http://{host}:{port}/v1", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
