@@ -261,3 +261,15 @@ def test_self_rethinking_end_to_end(tiny, attempts, data_dir):
             "--max-tokens", "8", "--device", "cpu", "--template", "chat", "--rethink-from", attempts]
     assert main([*base, "--out", ev, "--strategy", "intrinsic", "--rethink-k", "1"]) == 2  # other settings: the guard stops
     assert main([*base, "--out", ev + "-single", "--strategy", "single"]) == 2  # only the intrinsic strategy has a review turn
+
+
+def test_build_errors_are_one_line(tmp_path, capsys):
+    write_jsonl_atomic(tmp_path / "verified.jsonl", [{"benchmark": "t", "id": "1", "problem": "q", "gold": "7"}])
+    assert main(["build", str(tmp_path / "verified.jsonl"), "--out", str(tmp_path / "o.jsonl"), "--kind", "cct"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "verified.jsonl:1: not a sampled attempt" in err and "\n" not in err
+    write_jsonl_atomic(tmp_path / "wrong.jsonl", [sampled("p", 0, "8", "incorrect")])  # no right sample: no CCT record
+    assert main(["build", str(tmp_path / "wrong.jsonl"), "--out", str(tmp_path / "o.jsonl"), "--kind", "cct"]) == 2
+    assert "no SFT records" in capsys.readouterr().err
+    assert main(["build", str(tmp_path / "wrong.jsonl"), "--out", str(tmp_path / "o.jsonl"), "--kind", "nope"]) == 2
+    assert "r-tuning" in capsys.readouterr().err
