@@ -26,6 +26,10 @@ and returns trajectory records in the schema of metrics.py.
 - majority: `votes` sampled attempts and a majority vote over their answers.
 - intrinsic: an attempt, then a prompted second turn asking the model to review and correct it; the
   second answer is final (the first one stands when the second turn gives none).
+
+Every strategy's first assistant turn starts with the prompt's `assistant_prefix` (mistake tuning's
+tag; not part of the record's text). A certainty statement after the final answer ("I am sure." /
+"I am unsure.", R-Tuning: methods/rtuning.stated_certainty) becomes the record's `certainty`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from s2r.format import CORRECT, INCORRECT, SOLVE, Action, TrajectoryFormat, parse
 from s2r.grader import Grader
+from s2r.methods.rtuning import stated_certainty
 from s2r.metrics import vote
 from s2r.models.backend import Backend, Completion, SamplingParams
 from s2r.prompts import PromptConfig, messages_for, render_prompt
@@ -66,9 +71,12 @@ class Settings:
     def record(self, strategy: str, model: str) -> dict:
         """These settings as a flat, readable dict (settings_guard: what a trajectories file was written with)."""
         p = self.params
+        prompt = asdict(self.prompt)
+        if not prompt["assistant_prefix"]:  # recorded only when set: files written before it existed resume
+            del prompt["assistant_prefix"]
         return {"model": model, "strategy": strategy, "task": repr(self.task), "max_tokens": self.max_tokens,
                 "max_attempts": self.max_attempts, "votes": self.votes, "temperature": p.temperature, "top_p": p.top_p,
-                "seed": p.seed, "stop": list(p.stop), **asdict(self.prompt), **asdict(self.fmt)}
+                "seed": p.seed, "stop": list(p.stop), **prompt, **asdict(self.fmt)}
 
 
 # ----------------------------------------------------------------------------------- s2r
@@ -158,9 +166,12 @@ def attempts_of(text: str, fmt: TrajectoryFormat, extract=MATH.extract) -> list[
     return out or [{"answer": None, "verdict": None}]
 
 
-def render_all(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[str]:
+def render_all(backend: Backend, conversations: Sequence[list[dict]], s: Settings, first: bool = True) -> list[str]:
+    """The prompts of the conversations; for the first assistant turn, each ends with the assistant
+    prefix (PromptConfig.assistant_prefix), which the model writes on after (not part of its text)."""
     tokenizer = getattr(backend, "tokenizer", None)
-    return [render_prompt(conv, s.prompt, tokenizer) for conv in conversations]
+    prefix = s.prompt.assistant_prefix if first else ""
+    return [render_prompt(conv, s.prompt, tokenizer) + prefix for conv in conversations]
 
 
 def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
@@ -265,9 +276,10 @@ def run_majority(backend: Backend, conversations: Sequence[list[dict]], s: Setti
 def run_intrinsic(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
     first = run_single(backend, conversations, s)
     second_prompts = render_all(backend, [
-        conv + [{"role": "assistant", "content": r.text.strip()}, {"role": "user", "content": s.prompt.review_prompt}]
+        conv + [{"role": "assistant", "content": s.prompt.assistant_prefix + r.text.strip()},
+                {"role": "user", "content": s.prompt.review_prompt}]
         for conv, r in zip(conversations, first)
-    ], s)
+    ], s, first=False)
     second = backend.complete(second_prompts, replace(s.params, max_tokens=s.max_tokens))
     rollouts = []
     for r1, c in zip(first, second):
@@ -318,5 +330,6 @@ def solve_problems(
         records.append({
             "benchmark": bench, **p.as_dict(), "sample": sample, "strategy": strategy, "attempts": attempts,
             "tokens": r.tokens, "truncated": r.truncated, "text": r.text, **r.extra,
+            **({"certainty": c} if (c := stated_certainty(r.text)) is not None else {}),
         })
     return records, [r.error for r in rollouts if r.error is not None]

@@ -25,12 +25,12 @@ from pathlib import Path
 
 from s2r.config import arg
 from s2r.models.backend import Completion, SamplingParams
-from s2r.prompts import PromptConfig, PromptFields, render_prompt
+from s2r.prompts import PromptConfig, SystemTemplateFields, render_prompt
 from s2r.serve_schema import ChatRequest, CompletionRequest, error_body, validation_error_body
 
 
 @dataclass
-class ServeConfig(PromptFields):
+class ServeConfig(SystemTemplateFields):
     model: str = arg(help="model folder (save_pretrained layout)", positional=True)
     host: str = arg("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = arg(8000, help="port (0 = any free port)")

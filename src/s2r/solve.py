@@ -16,7 +16,7 @@ from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
 from s2r.models.vllm_backend import VLLMFields
 from s2r.progress import Progress
-from s2r.prompts import DEFAULT_REVIEW, PromptConfig, PromptFields
+from s2r.prompts import PromptFields
 from s2r.settings_guard import guard_output, model_digest
 from s2r.loop import MATH, STRATEGIES, Settings, solve_problems
 from s2r.tasks import DataFields, Task, grading_task
@@ -37,7 +37,9 @@ class SolveConfig(MarkerFields, HTTPFields, DataFields, PromptFields, VLLMFields
     temperature: float | None = arg(None, help="sampling temperature (default: 0 = greedy, 0.7 when sampling several)")
     top_p: float = arg(1.0, help="nucleus sampling")
     seed: int = arg(0, help="sampling seed")
-    review_prompt: str = arg(DEFAULT_REVIEW, help="intrinsic: the second user turn")
+    rethink_from: str | None = arg(None, help="intrinsic: self-rethinking: the review turn shows the model's own wrong "
+                                              "attempts from this `s2r sample` file (docs/mistake-tuning.md)")
+    rethink_k: int = arg(3, help="self-rethinking: wrong attempts shown (one per problem, seeded by --seed)")
     tokenizer: str | None = arg(None, help="http: local tokenizer folder, to render its chat template")
     batch_size: int = arg(32, help="transformers: prompts per generate() call")
     device: str = arg("auto", help="transformers: auto, cpu, cuda, cuda:1, ...")
@@ -97,13 +99,30 @@ def settings_of(cfg: SolveConfig, task: Task = MATH) -> Settings:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {cfg.strategy!r}")
     sampling = cfg.samples > 1 or cfg.strategy == "majority"
     temperature = cfg.temperature if cfg.temperature is not None else (0.7 if sampling else 0.0)
-    prompt = cfg.from_model(model_folder(cfg))
+    prompt = cfg.from_model(model_folder(cfg)).prompt_config()
+    if cfg.rethink_from:
+        prompt = replace(prompt, review_prompt=rethink_review(cfg))
     return Settings(
         task=task, max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, votes=cfg.votes,
         params=SamplingParams(max_tokens=cfg.max_tokens, temperature=temperature, top_p=cfg.top_p, seed=cfg.seed),
         fmt=cfg.fmt,
-        prompt=PromptConfig(system=prompt.system, template=prompt.template, review_prompt=cfg.review_prompt),
+        prompt=prompt,
     )
+
+
+def rethink_review(cfg: SolveConfig) -> str:
+    """Self-rethinking's review turn: the model's own wrong attempts (methods/mistakes.rethink_prompt)."""
+    from s2r.methods.mistakes import rethink_prompt
+    from s2r.methods.samples import load_samples
+
+    if cfg.strategy != "intrinsic":
+        raise ValueError(f"--rethink-from is the intrinsic strategy's review turn: use --strategy intrinsic, not {cfg.strategy}")
+    if cfg.rethink_k < 1:
+        raise ValueError(f"--rethink-k must be at least 1, not {cfg.rethink_k}")
+    try:
+        return rethink_prompt(load_samples(cfg.rethink_from), cfg.rethink_k, cfg.seed)
+    except ValueError as e:
+        raise ValueError(f"{cfg.rethink_from}: {e}") from None
 
 
 class EndpointErrors(RuntimeError):

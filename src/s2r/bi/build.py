@@ -1,5 +1,8 @@
 """`s2r build`: behaviour-initialisation SFT records from verified answers (docs/method.md §2, steps 3–4).
 
+(`--kind cct | mistake-tuning | r-tuning` builds the SFT records of S²R's relatives instead, from
+`s2r sample` output: methods/, `build_relative`.)
+
 Per problem: keep the verifications that agree with the grader; draw one verified-correct attempt
 and m distinct verified-wrong answers, where m grows with the problem's difficulty (its number of
 wrong samples w among K, `max_wrong[w]`, limited by the wrong answers available); render
@@ -27,8 +30,10 @@ from dataclasses import dataclass
 from s2r.config import arg
 from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat, parse, render
 from s2r.jsonl import DataError, iter_jsonl, wrong_field, write_jsonl_atomic
+from s2r.prompts import DEFAULT_REVIEW
 
 KINDS = ("s2r", "plain")
+RELATIVES = ("cct", "mistake-tuning", "r-tuning")  # S²R's relatives: records from sampled attempts (methods/)
 VERIFIED_FIELDS = {"benchmark": str, "id": (str, int), "problem": str, "gold": str, "grade": str, "agrees": bool,
                    "wrong": int, "solution": str, "verification": str}
 
@@ -39,12 +44,16 @@ class NoRecords(ValueError):
 
 @dataclass
 class BuildConfig(MarkerFields):
-    verified: str = arg(help="verified JSONL (from `s2r verify`)", positional=True)
+    verified: str = arg(help="verified JSONL (from `s2r verify`); for the kinds cct, mistake-tuning and r-tuning, "
+                             "sampled attempts (from `s2r sample`)", positional=True)
     out: str = arg(help="SFT records JSONL to write")
-    kind: str = arg("s2r", help="s2r (self-verify / self-correct trajectories) or plain (the correct attempt only)")
+    kind: str = arg("s2r", help="s2r (self-verify / self-correct trajectories), plain (the correct attempt only), or a "
+                                "relative of S²R: cct, mistake-tuning, r-tuning (docs/cct.md, mistake-tuning.md, r-tuning.md)")
     max_wrong: list[int] = arg([0, 1, 2, 2, 3, 3], help="most wrong attempts per trajectory, by the number of wrong samples w (index w; the last entry covers more)")
     keep: list[float] = arg([1.0], help="probability to keep a problem, by w (index w; the last entry covers more)")
     seed: int = arg(0, help="seed of the draws")
+    review_prompt: str = arg(DEFAULT_REVIEW, help="cct: the review turn the records' second answer follows")
+    threshold: float = arg(0.5, help="r-tuning: a problem is 'sure' when this share of its graded samples is right")
 
 
 def trained_spans(text: str, fmt: TrajectoryFormat) -> list[tuple[int, int]]:
@@ -83,9 +92,35 @@ def build_record(group: list[dict], cfg: BuildConfig) -> dict | str:
             "wrong_attempts": len(wrongs)}
 
 
+def build_relative(cfg: BuildConfig) -> list[dict]:
+    """The SFT records of one of S²R's relatives (RELATIVES) from `s2r sample` output."""
+    from s2r.methods.cct import cct_records
+    from s2r.methods.mistakes import mistake_tuning_records
+    from s2r.methods.rtuning import r_tuning_records
+    from s2r.methods.samples import load_samples
+
+    attempts = load_samples(cfg.verified)
+    if cfg.kind == "cct":
+        records, counts = cct_records(attempts, cfg.review_prompt, cfg.seed)
+    elif cfg.kind == "mistake-tuning":
+        records, counts = mistake_tuning_records(attempts)
+    else:
+        records, counts = r_tuning_records(attempts, cfg.threshold, cfg.seed)
+    summary = f"{len(attempts)} attempts -> {len(records)} {cfg.kind} records: " + ", ".join(
+        f"{n} {what.replace('_', ' ')}" for what, n in counts.items())
+    if not records:
+        raise NoRecords(f"{cfg.verified}: no SFT records ({summary})")
+    write_jsonl_atomic(cfg.out, records)
+    print(summary)
+    print(f"wrote {cfg.out}", file=sys.stderr)
+    return records
+
+
 def run_build(cfg: BuildConfig) -> list[dict]:
+    if cfg.kind in RELATIVES:
+        return build_relative(cfg)
     if cfg.kind not in KINDS:
-        raise ValueError(f"kind must be s2r or plain, not {cfg.kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(KINDS + RELATIVES)}, not {cfg.kind!r}")
     groups: dict[tuple, list[dict]] = {}
     for lineno, r in iter_jsonl(cfg.verified):
         problem = wrong_field(r, VERIFIED_FIELDS)

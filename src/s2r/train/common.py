@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2r.config import arg
-from s2r.prompts import PromptConfig, PromptFields, write_model_prompt
+from s2r.prompts import PromptFields, write_model_prompt
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -332,7 +332,9 @@ def start_run(cfg, out: Path, key: str, model, dist_: Distributed, counter: str,
 
 def save_model(model, tokenizer, cfg: TrainFields, out: Path, dist_: Distributed) -> None:
     """Called on every process: OUT/model (LoRA: OUT/adapter and the merged model) from process 0.
-    A sharded model is gathered into an unsharded copy in process 0's CPU memory first."""
+    A sharded model is gathered into an unsharded copy in process 0's CPU memory first. Its s2r.json
+    holds cfg's prompt settings (PromptFields: system, template, review_prompt, assistant_prefix), the
+    prompt `s2r eval` then uses by default: a trainer sets cfg.review_prompt / cfg.assistant_prefix."""
     from transformers.utils import logging as hf_logging
 
     from s2r.train.sharding import fsdp_units, full_state_dict
@@ -351,4 +353,4 @@ def save_model(model, tokenizer, cfg: TrainFields, out: Path, dist_: Distributed
         model = model.merge_and_unload()
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
-    write_model_prompt(out / "model", PromptConfig(system=cfg.system, template=cfg.template))
+    write_model_prompt(out / "model", cfg.prompt_config())  # system, template, review_prompt, assistant_prefix

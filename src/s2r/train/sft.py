@@ -36,7 +36,8 @@ from s2r.train.common import Distributed, TrainFields, checkpoint, finished, loa
 
 @dataclass
 class SFTConfig(TrainFields):
-    data: str = arg(help="SFT records JSONL (from `s2r build`: problem, completion, spans)", positional=True)
+    data: str = arg(help="SFT records JSONL (from `s2r build`: problem or messages, [prefix,] completion, spans)",
+                    positional=True)
     model: str = arg(help="starting model folder (also the frozen KL reference)")
     out: str = arg("runs/sft", help="output folder: model/, ckpt.pt, log.jsonl, tb/, sft.json")
     epochs: int = arg(3, help="passes over the data")
@@ -82,18 +83,56 @@ def micro_batches(examples: list, rank: int, world: int, size: int) -> list[list
     return [mine[i : i + size] for i in range(0, len(mine), size)]
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def _messages_problem(messages) -> str | None:
+    """What is wrong with a `messages` record's conversation, or None: a list of {role, content}
+    whose last turn is the user's (the completion is the assistant's next message)."""
+    if not isinstance(messages, list) or not messages:
+        return "field 'messages' must be a non-empty list of {\"role\", \"content\"}"
+    for i, m in enumerate(messages):
+        if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
+            return f"message {i} must be {{\"role\": system, user or assistant, \"content\": str}}, not {m!r:.60}"
+    if messages[-1]["role"] != "user":
+        return "the last message must be the user's (the completion is the assistant's answer to it)"
+    return None
+
+
 def sft_problem(r: dict) -> str | None:
-    """What is wrong with an SFT record (`s2r build`: problem, completion, spans), or None."""
-    problem = wrong_field(r, {"problem": str, "completion": str, "spans": list})
+    """What is wrong with an SFT record, or None. Three shapes (`s2r build`, docs/formats.md):
+    {problem, completion, spans}; {messages, completion, spans} (a conversation, last turn the
+    user's); {problem, prefix, completion, spans} (the assistant message starts with `prefix`,
+    context, not trained). Spans are character spans of the completion."""
+    if "messages" in r:
+        problem = wrong_field(r, {"completion": str, "spans": list}) or _messages_problem(r["messages"])
+        if not problem and "prefix" in r:
+            problem = "a record has messages or a prefix, not both"
+        texts = [m["content"] for m in r["messages"]] if not problem else []
+    else:
+        problem = wrong_field(r, {"problem": str, "completion": str, "spans": list})
+        if not problem and "prefix" in r:
+            problem = wrong_field(r, {"prefix": str})
+        texts = [r["problem"], r.get("prefix", "")] if not problem else []
     if problem:
         return problem
     n = len(r["completion"])
     for s in r["spans"]:
         if not (isinstance(s, list) and len(s) == 2 and all(type(x) is int for x in s) and 0 <= s[0] <= s[1] <= n):
             return f"a span must be [start, end] with 0 <= start <= end <= {n} (the completion's length), not {s!r:.40}"
-    if has_surrogate(r["problem"] + r["completion"]):
+    if has_surrogate("".join(texts) + r["completion"]):
         return "the text holds a lone surrogate (such as \\ud800), which no tokenizer can encode"
     return None
+
+
+def sft_prompt(r: dict, cfg: PromptConfig, tokenizer) -> str:
+    """The text a record's completion follows: the rendered conversation (the system prompt of
+    `cfg`, unless the record's messages open with their own; then the problem, or the record's
+    messages), then the record's prefix if any."""
+    if "messages" in r:
+        system = [{"role": "system", "content": cfg.system}] if cfg.system and r["messages"][0]["role"] != "system" else []
+        return render_prompt(system + r["messages"], cfg, tokenizer)
+    return render_prompt(messages_for(r["problem"], cfg), cfg, tokenizer) + r.get("prefix", "")
 
 
 def read_records(path: str) -> list[tuple[int, dict]]:
@@ -115,7 +154,7 @@ def encode_records(path: str, records: list[tuple[int, dict]], tokenizer,
     prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
     examples, too_long = [], 0
     for _, r in records:
-        prompt = render_prompt(messages_for(r["problem"], prompt_cfg), prompt_cfg, tokenizer)
+        prompt = sft_prompt(r, prompt_cfg, tokenizer)
         ids, mask = encode_spans(tokenizer, prompt, r["completion"], [tuple(s) for s in r["spans"]])
         if len(ids) > cfg.max_length:
             too_long += 1
