@@ -10,10 +10,13 @@ from s2r.cli import build_parser
 from s2r.config import ConfigError, from_args
 from s2r.train.offline import OfflineConfig
 from s2r.train.rl import RLConfig
+from s2r.train.score import ScoreConfig
 from s2r.train.sft import SFTConfig
 
-ARITH = {"arith/sft": SFTConfig, "arith/orl": RLConfig, "arith/prl": RLConfig, "arith/offline": OfflineConfig}
-REQUIRED = {SFTConfig: dict(data="d.jsonl", model="m"), RLConfig: dict(model="m"), OfflineConfig: dict(model="m")}
+ARITH = {"arith/sft": SFTConfig, "arith/orl": RLConfig, "arith/prl": RLConfig, "arith/offline": OfflineConfig,
+         "arith/score": ScoreConfig}
+REQUIRED = {SFTConfig: dict(data="d.jsonl", model="m"), RLConfig: dict(model="m"), OfflineConfig: dict(model="m"),
+            ScoreConfig: dict(model="m")}
 
 
 @pytest.mark.parametrize("name", ARITH)
@@ -27,6 +30,7 @@ def test_every_recipe_loads_into_its_config(name):
 @pytest.mark.parametrize("name, command, positional", [
     ("arith/prl", "rl", ["runs/bi/model"]), ("arith/orl", "rl", ["runs/bi/model"]),
     ("arith/offline", "offline", ["runs/bi/model"]), ("arith/sft", "sft", ["bi.jsonl", "--model", "base"]),
+    ("arith/score", "score", ["runs/bi/model"]),
 ])
 def test_the_command_line_with_a_recipe_gives_the_recipe(name, command, positional):
     ns = build_parser().parse_args([command, *positional, "--config", str(recipes.path(name)), "--out", "o"])
@@ -57,13 +61,13 @@ GPU = sorted(str(p.relative_to(recipes.ROOT).with_suffix("")) for p in (recipes.
 
 
 def test_every_training_command_has_a_gpu_recipe():
-    assert {name.rsplit("-", 1)[1] for name in GPU} == {"sft", "orl", "prl", "offline"}
+    assert {name.rsplit("-", 1)[1] for name in GPU} == {"sft", "orl", "prl", "offline", "score"}
 
 
 @pytest.mark.parametrize("name", GPU)
 def test_gpu_recipes_have_the_paper_settings(name):
     kind = name.rsplit("-", 1)[1]
-    cls = {"sft": SFTConfig, "orl": RLConfig, "prl": RLConfig, "offline": OfflineConfig}[kind]
+    cls = {"sft": SFTConfig, "orl": RLConfig, "prl": RLConfig, "offline": OfflineConfig, "score": ScoreConfig}[kind]
     cfg = recipes.load(cls, name, **{k: v for k, v in REQUIRED[cls].items() if k not in recipes.values(name)})
     if kind == "sft":
         assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.kl_coef) == (5e-6, 32, 3, 0.01)
@@ -71,6 +75,9 @@ def test_gpu_recipes_have_the_paper_settings(name):
         cfg.check()
         assert (cfg.lr, cfg.prompts, cfg.samples, cfg.updates) == (5e-7, 64, 4, 4)
         assert cfg.level == {"orl": "outcome", "prl": "process"}[kind]
+    elif kind == "score":  # SCoRe: α = 10, β2 = 10 β1, temperature 1, one on-policy step per iteration
+        cfg.check()
+        assert (cfg.alpha, cfg.kl_betas, cfg.temperature, cfg.updates) == (10.0, (0.1, 0.01), 1.0, 1)
     assert cfg.gradient_checkpointing and cfg.strategy == ("ddp" if "1.5b" in name else "fsdp")
 
 

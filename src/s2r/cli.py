@@ -28,6 +28,7 @@ from s2r.tasks.arith.base import BaseConfig
 from s2r.train.dpo import DPOConfig
 from s2r.train.offline import OfflineConfig
 from s2r.train.rl import RLConfig
+from s2r.train.score import ScoreConfig
 from s2r.train.sft import SFTConfig
 
 
@@ -93,6 +94,8 @@ COMMANDS: dict[str, tuple[type, Callable, str]] = {
     "sft": (SFTConfig, _lazy("s2r.train.sft", "run_sft"), "fine-tune on SFT records (masked NLL + KL to the start model)"),
     "rl": (RLConfig, _lazy("s2r.train.rl", "run_rl"), "online RL: outcome-level (ORL) or process-level (PRL) rewards"),
     "dpo": (DPOConfig, _lazy("s2r.train.dpo", "run_dpo"), "preference optimisation (DPO) on pairs of the model's own right and wrong samples"),
+    "score": (ScoreConfig, _lazy("s2r.train.score", "run_score"),
+              "SCoRe: two-turn self-correction by online RL, stage 1 or 2 (docs/score.md)"),
     "offline": (OfflineConfig, _lazy("s2r.train.offline", "run_offline"), "offline RL on a fixed model's filtered rollouts"),
     "base": (BaseConfig, _lazy("s2r.tasks.arith.base", "run_base"), "train the embedded task's tiny base model from scratch"),
     "demo": (DemoConfig, _lazy("s2r.demo", "run_demo"), "the whole method on the embedded task, on a CPU"),

@@ -25,6 +25,10 @@ from s2r.train.advantages import rloo
 
 STAGES = (1, 2)
 
+# The fixed second-turn instruction (the paper's for MATH, its answer-format sentence made \boxed{}).
+INSTRUCTION = ("There might be an error in the solution above because of lack of understanding of the question. "
+               "Please correct the error, if any, and rewrite the solution. Put your final answer in \\boxed{}.")
+
 
 def shaped_returns(r1: float, r2: float, stage: int, alpha: float = 10.0) -> tuple[float, float]:
     """(G1, G2), the returns of attempt 1 and attempt 2 (module docstring).

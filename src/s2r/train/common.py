@@ -145,10 +145,10 @@ def load_policy(cfg, device):
     return model
 
 
-def load_models(cfg, dist_: Distributed):
+def load_models(cfg, dist_: Distributed, ref_model: str | None = None):
     """(trainable model, frozen reference or None, tokenizer); under fsdp both sharded. The reference
-    is kept in bf16 when bf16 is on (no fp32 copy); with LoRA it is the model with its adapters
-    disabled (none is returned)."""
+    (`ref_model`, default cfg.model) is kept in bf16 when bf16 is on (no fp32 copy); with LoRA and
+    the default reference it is the model with its adapters disabled (none is returned)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -164,8 +164,9 @@ def load_models(cfg, dist_: Distributed):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # training forwards keep no cache (generation asks for one)
     ref = None
-    if not cfg.lora_rank and cfg.kl_coef > 0:
-        ref = from_pretrained(AutoModelForCausalLM, cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32,
+    ref_model = ref_model or cfg.model
+    if cfg.kl_coef > 0 and (not cfg.lora_rank or ref_model != cfg.model):
+        ref = from_pretrained(AutoModelForCausalLM, ref_model, dtype=torch.bfloat16 if bf16 else torch.float32,
                               attn_implementation=cfg.attn_implementation,
                               trust_remote_code=cfg.trust_remote_code).to(device).eval()
         ref.requires_grad_(False)

@@ -79,14 +79,18 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     seed: int = arg(0, help="seed of sampling, negative balancing and the data order")
     ckpt_every: int = arg(50, help="steps between checkpoints")
 
-    kl_estimator = "k3"  # for rl_accumulate: the KL is a loss term here (see the module docstring)
-
     def key(self, rollouts_digest: str) -> str:
         """What determines the trained weights: the settings and the rollouts."""
         skip = ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size", "backend",
                 "gpu_memory_utilization", "enforce_eager", "max_model_len", *self.loading_options())  # the rollouts' digest covers them
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, rollouts_digest], sort_keys=True).encode()).hexdigest()[:16]
+
+    def policy_loss(self):
+        """The loss of rl_accumulate: the KL is a k3 loss term here (see the module docstring)."""
+        from s2r.train.ppo import PolicyLoss
+
+        return PolicyLoss(self.clip_eps, self.kl_coef, "k3", self.temperature)
 
     def check(self) -> None:
         if self.level not in ("outcome", "process"):
@@ -309,14 +313,15 @@ def run_offline(cfg: OfflineConfig) -> Path:
             mine = batch[dist_.rank :: dist_.world]
             micros, weights = lockstep([mine[i : i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)],
                                        batch[:1], dist_, cfg.strategy == "fsdp")
-            sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weights,
-                                           tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device)))
+            stats = rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg.policy_loss(), dist_.world, weights,
+                                  tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device)).summed(dist_)
             grad_norm = clip_grads(params, cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            record = {"step": step, "train/loss": sums[0] / n_parts + cfg.kl_coef * sums[1] / max(1, n_tokens),
-                      "train/clip_frac": sums[2] / n_parts, "train/kl": sums[1] / max(1, n_tokens), "grad_norm": grad_norm,
+            record = {"step": step, "train/loss": stats.surrogate_sum / n_parts + cfg.kl_coef * stats.k3_sum / max(1, n_tokens),
+                      "train/clip_frac": stats.clipped_parts / n_parts, "train/kl": stats.k3_sum / max(1, n_tokens),
+                      "grad_norm": grad_norm,
                       "seconds": time.monotonic() - start}
             log.append(record)
             run_log.write(step, record, loss=f"{record['train/loss']:.3f}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from s2r.train.advantages import fold_kl
 
@@ -19,6 +19,54 @@ class Rollout:
     old_logp: list[float] | None = None  # log π_old per predicted token, [len(ids) − 1]
     ref_logp: list[float] | None = None
     sampler_logp: list[float] | None = None  # log π of the engine that sampled (vLLM), NaN where unknown
+    kl: list[float] | None = None  # β of the k1 fold per part (default: PolicyLoss.kl_coef for every part)
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """The settings of the clipped per-part loss; `s2r rl` and `s2r offline` configs make one (policy_loss())."""
+
+    clip_eps: float = 0.2  # ε of the clipped surrogate
+    kl_coef: float = 0.0  # β of the KL to the reference
+    kl_estimator: str = "k1"  # k1: β·Σk1 folded into each part's advantage; k3: β·mean k3 added to the loss
+    temperature: float = 1.0  # the sampling temperature: every π is taken at it
+    tis_cap: float = 2.0  # cap C of the truncated importance weight (rollouts sampled by vLLM)
+
+
+@dataclass
+class PolicyStats:
+    """What one optimiser step's micro-batches add up to (weighted, on one process; `summed` adds
+    them over processes): the sums behind the train/* means of the log."""
+
+    surrogate_sum: float = 0.0  # Σ_p clipped surrogate
+    k3_sum: float = 0.0  # Σ_t k3_t over the trained tokens
+    clipped_parts: float = 0.0  # parts whose clipped term was taken
+    k1_sum: float = 0.0  # Σ_t k1_t over the trained tokens (log π_old − log π_ref)
+    k1_tokens: float = 0.0  # trained tokens with a reference
+
+    def __add__(self, other: PolicyStats) -> PolicyStats:
+        return PolicyStats(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+    def summed(self, dist_) -> PolicyStats:
+        """Added up over processes (`Distributed.sum`)."""
+        return PolicyStats(*dist_.sum(list(astuple(self))))
+
+    @property
+    def kl_ref(self) -> float | None:
+        """Mean k1 per trained token, None without a reference."""
+        return self.k1_sum / self.k1_tokens if self.k1_tokens else None
+
+
+def part_kl_coefs(rollouts: list[Rollout], default: float) -> list[float]:
+    """β of each part of a micro-batch, in batch_of's numbering: a rollout's own `kl`, else `default`.
+
+    rollouts with 2 parts (kl [0.5, 0.05]) and 1 part (no kl), default 0.1 -> [0.5, 0.05, 0.1]"""
+    out = []
+    for r in rollouts:
+        if r.kl is not None and len(r.kl) != len(r.adv):
+            raise ValueError(f"a rollout has {len(r.adv)} parts but {len(r.kl)} KL coefficients")
+        out += r.kl if r.kl is not None else [default] * len(r.adv)
+    return out
 
 
 def pad(rows: list[list], value, device):
@@ -78,20 +126,21 @@ def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, d
                 ro.ref_logp = r[i, : len(ro.ids) - 1].tolist() if r is not None else None
 
 
-def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int, cfg, world: int = 1,
-                  weights: list[float] | None = None, pad_id: int = 0, device="cpu", autocast=None) -> list[float]:
+def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int, loss_cfg, world: int = 1,
+                  weights: list[float] | None = None, pad_id: int = 0, device="cpu", autocast=None) -> PolicyStats:
     """Forward and backward every micro-batch of one optimiser step; the gradients add up to those of
     the step's loss over all its parts (see the module docstring). Rollouts without old_logp are
     on-policy (one step on fresh rollouts): π_old = π_θ, read off this forward. With kl_estimator
-    k1 the KL is folded into the advantages here. Returns [Σ surrogate, Σ k3, clipped parts, Σ k1,
-    k1 tokens] of this process. cfg: an RLConfig or OfflineConfig; weights: of each micro-batch
-    (default 1; 0 for one that only joins the collectives)."""
+    k1 the KL is folded into the advantages here, with each part's β (`part_kl_coefs`). Returns
+    this process's PolicyStats. loss_cfg: a PolicyLoss, or a config that makes one (policy_loss());
+    weights: of each micro-batch (default 1; 0 for one that only joins the collectives)."""
     import torch
 
     from s2r.train.batching import token_logprobs
     from s2r.train.losses import clipped_mask, clipped_surrogate, k1, k3, part_log_ratios, part_sums, tis_weights
 
-    sums = [0.0] * 5
+    cfg = loss_cfg if isinstance(loss_cfg, PolicyLoss) else loss_cfg.policy_loss()
+    stats = PolicyStats()
     for j, mb in enumerate(micros):
         t = batch_of(mb, pad_id, device)
         adv = torch.tensor([a for r in mb for a in r.adv], dtype=torch.float32, device=device)  # [n]
@@ -106,7 +155,9 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
                 k1_t = k1(old, t["ref_logp"]).float()  # [b, T-1], log π_old − log π_ref
                 k1_sum = (k1_t * trained).sum() * weight
                 if cfg.kl_estimator == "k1":
-                    adv = fold_kl(adv, part_sums(k1_t, t["parts"], t["n_parts"]), cfg.kl_coef)  # A_p − β Σ_{t∈p} k1_t
+                    beta = cfg.kl_coef if all(r.kl is None for r in mb) else \
+                        torch.tensor(part_kl_coefs(mb, cfg.kl_coef), dtype=torch.float32, device=device)  # [n]
+                    adv = fold_kl(adv, part_sums(k1_t, t["parts"], t["n_parts"]), beta)  # A_p − β_p Σ_{t∈p} k1_t
             log_ratio = part_log_ratios(logp, old, t["parts"], t["n_parts"])  # [n]
             surrogate = clipped_surrogate(log_ratio, adv, cfg.clip_eps)  # [n]
             if "sampler_logp" in t:  # sampled by vLLM: truncated importance sampling (rl_vllm.py)
@@ -118,9 +169,41 @@ def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int,
                 k3_sum = (k3(logp, t["ref_logp"]) * trained).sum() * weight
                 loss = loss + cfg.kl_coef * k3_sum / n_tokens
             (loss * world).backward()  # DDP and FSDP average over processes; × world makes it the sum
-        sums[0] += surrogate.item()
-        sums[1] += k3_sum.item()
-        sums[2] += clipped_mask(log_ratio.detach(), adv, cfg.clip_eps).sum().item() * weight
-        sums[3] += k1_sum.item()
-        sums[4] += trained.sum().item() * weight if "ref_logp" in t else 0.0
-    return sums
+        stats += PolicyStats(surrogate.item(), k3_sum.item(),
+                             clipped_mask(log_ratio.detach(), adv, cfg.clip_eps).sum().item() * weight, k1_sum.item(),
+                             trained.sum().item() * weight if "ref_logp" in t else 0.0)
+    return stats
+
+
+def update_policy(run, rollouts: list[Rollout], cfg, loss: PolicyLoss, dist_, pad_id: int, seed: str) -> tuple[PolicyStats, int]:
+    """One iteration's updates (`s2r rl`, `s2r score`): cfg.epochs passes over the rollouts, each of
+    cfg.updates optimiser steps on disjoint shares of them (shuffled with `seed`, per process).
+    Returns the PolicyStats summed over steps and processes, and the parts trained."""
+    import random
+
+    from s2r.train.sharding import clip_grads, lockstep
+
+    shares = []
+    for epoch in range(cfg.epochs):
+        order = list(range(len(rollouts)))
+        random.Random(f"{seed}|{epoch}|{dist_.rank}").shuffle(order)
+        shares += [[rollouts[i] for i in order[u :: cfg.updates]] for u in range(cfg.updates)]
+    # A process with nothing to train on (fewer prompts than processes, or every generation
+    # failed) still joins each step's all-reduce, with a rollout borrowed from another one.
+    spare = rollouts[:1]
+    if dist_.sum([float(not rollouts)])[0]:
+        spare = next((part for part in dist_.gather(rollouts[:1]) if part), [])
+    totals, parts_total = PolicyStats(), 0
+    for share in shares:
+        n_parts, n_tokens = dist_.sum([sum(len(r.adv) for r in share), sum(sum(p >= 0 for p in r.parts[1:]) for r in share)])
+        if n_parts == 0:
+            continue
+        micros, weights = lockstep([share[i : i + cfg.micro_batch_size] for i in range(0, len(share), cfg.micro_batch_size)],
+                                   spare, dist_, cfg.strategy == "fsdp")  # the spare at weight 0
+        stats = rl_accumulate(run.ddp, micros, n_parts, max(1, n_tokens), loss, dist_.world, weights, pad_id, dist_.device,
+                              run.autocast).summed(dist_)
+        clip_grads(run.params, cfg.grad_clip)
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+        totals, parts_total = totals + stats, parts_total + n_parts
+    return totals, parts_total

@@ -54,7 +54,7 @@ from s2r.train.advantages import (
     process_rewards,
 )
 from s2r.train.common import Distributed, TrainFields, checkpoint, finished, load_models, save_model, start_run
-from s2r.train.ppo import Rollout, rl_accumulate, score_tokens
+from s2r.train.ppo import PolicyLoss, Rollout, score_tokens, update_policy
 
 LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable",
         "eval/retry_by_loop", "eval/verify_by_loop")
@@ -104,6 +104,9 @@ class RLConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
                 "gpu_memory_utilization", "enforce_eager", "max_model_len", "save_rollouts", *self.loading_options())
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
+
+    def policy_loss(self) -> PolicyLoss:
+        return PolicyLoss(self.clip_eps, self.kl_coef, self.kl_estimator, self.temperature, self.tis_cap)
 
     def advantage_settings(self) -> AdvantageSettings:
         return AdvantageSettings(self.context, self.baseline, self.ema_decay, self.min_count, self.verify_bonus, self.flip_bonus,
@@ -214,7 +217,7 @@ def run_rl(cfg: RLConfig) -> Path:
     from s2r.loop import Settings, solve_problems
     from s2r.tasks import grading_task
 
-    from s2r.train.sharding import clip_grads, lockstep, unsharded
+    from s2r.train.sharding import unsharded
 
     cfg.check()
     cfg = cfg.from_model(cfg.model)
@@ -235,7 +238,7 @@ def run_rl(cfg: RLConfig) -> Path:
         model, ref, tokenizer = load_models(cfg, dist_)
         run = start_run(cfg, out, key, model, dist_, "iteration", cfg.iterations, f"rl ({cfg.level})", "iteration")
         iteration, state, log = run.done, run.state.get("baselines", {}), run.log
-        params, opt, ddp, autocast, run_log = run.params, run.opt, run.ddp, run.autocast, run.run_log
+        autocast, run_log = run.autocast, run.run_log
         prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
         if cfg.backend == "vllm":
             from s2r.train.rl_vllm import colocated_engine, push_policy
@@ -276,30 +279,8 @@ def run_rl(cfg: RLConfig) -> Path:
                 # with one step per iteration π_old = π_θ: rl_accumulate reads it off the training forward
                 score_tokens(model, ref, rollouts, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, autocast,
                              cfg.temperature, old=cfg.updates * cfg.epochs > 1, dist_=dist_ if cfg.strategy == "fsdp" else None)
-                shares = []
-                for epoch in range(cfg.epochs):
-                    order = list(range(len(rollouts)))
-                    random.Random(f"{cfg.seed}|{iteration}|{epoch}|{dist_.rank}").shuffle(order)
-                    shares += [[rollouts[i] for i in order[u :: cfg.updates]] for u in range(cfg.updates)]
-                # A process with nothing to train on (fewer prompts than processes, or every generation
-                # failed) still joins each step's all-reduce, with a rollout borrowed from another one.
-                spare = rollouts[:1]
-                if dist_.sum([float(not rollouts)])[0]:
-                    spare = next((part for part in dist_.gather(rollouts[:1]) if part), [])
-                totals = [0.0] * 6  # Σ surrogate, Σ k3, clipped parts, Σ k1, k1 tokens, parts
-                for share in shares:
-                    n_parts, n_tokens = dist_.sum([sum(len(r.adv) for r in share),
-                                                   sum(sum(p >= 0 for p in r.parts[1:]) for r in share)])
-                    if n_parts == 0:
-                        continue
-                    micros, weights = lockstep([share[i : i + cfg.micro_batch_size] for i in range(0, len(share), cfg.micro_batch_size)],
-                                               spare, dist_, cfg.strategy == "fsdp")  # the spare at weight 0
-                    sums = dist_.sum(rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg, dist_.world, weights,
-                                                   tokenizer.pad_token_id, dist_.device, autocast))
-                    clip_grads(params, cfg.grad_clip)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    totals = [a + b for a, b in zip(totals, sums + [n_parts])]
+                totals, parts_total = update_policy(run, rollouts, cfg, cfg.policy_loss(), dist_, tokenizer.pad_token_id,
+                                                    f"{cfg.seed}|{iteration}")
                 iteration += 1
                 everyone = [r for part in dist_.gather(records) for r in part]
                 if dist_.main and cfg.save_rollouts:
@@ -308,9 +289,9 @@ def run_rl(cfg: RLConfig) -> Path:
                 sums = dist_.sum([x for v in observed.values() for x in (sum(v), len(v))] + [left_out])
                 means = {k: sums[2 * i] / sums[2 * i + 1] if sums[2 * i + 1] else None for i, k in enumerate(observed)}
                 left_out = sums[-1]
-                record = {"iteration": iteration, "train/loss": totals[0] / max(1, totals[5]),
-                          "train/clip_frac": totals[2] / max(1, totals[5]),
-                          "train/kl_ref": totals[3] / totals[4] if totals[4] else None, **means,
+                record = {"iteration": iteration, "train/loss": totals.surrogate_sum / max(1, parts_total),
+                          "train/clip_frac": totals.clipped_parts / max(1, parts_total),
+                          "train/kl_ref": totals.kl_ref, **means,
                           **{k: live.get(k) for k in LIVE}, "rollouts": len(everyone), "groups_left_out": int(left_out),
                           "grader_failures": grader_failures(everyone),
                           "tokens": sum(r["tokens"] for r in everyone),
@@ -319,7 +300,7 @@ def run_rl(cfg: RLConfig) -> Path:
                 run_log.write(iteration, record, loss=f"{record['train/loss']:.3f}", reward=f"{record['reward/outcome_mean'] or 0:.2f}",
                               acc=f"{live.get('eval/acc_final') or 0:.2f}")
                 if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
-                    checkpoint(out, cfg, dist_, model, run.trainable_names, opt, key=key, iteration=iteration, baselines=state)
+                    checkpoint(out, cfg, dist_, model, run.trainable_names, run.opt, key=key, iteration=iteration, baselines=state)
         run_log.close()
         save_model(model, tokenizer, cfg, out, dist_)
         if dist_.main:
