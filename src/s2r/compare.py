@@ -77,10 +77,11 @@ class Seed:
     def out(self) -> Path:
         return Path(self.cfg.out)
 
-    def timed(self, name: str, fn, *args, label: str = ""):
+    def timed(self, name: str, fn, *args, label: str = "", **kwargs):
+        """fn(*args, **kwargs), its wall clock added to seconds[name], between `started` / `done` lines."""
         t = time.monotonic()
         with announce(f"compare seed {self.cfg.seed}: {label or name}"):
-            result = fn(*args)
+            result = fn(*args, **kwargs)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - t
         return result
 

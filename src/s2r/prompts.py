@@ -89,10 +89,11 @@ class SystemTemplateFields:
     template: str | None = arg(None, help="prompt template: auto (the tokenizer's chat template if any), chat, plain "
                                           "(default: the model folder's s2r.json, else auto)")
 
-    def from_model(self, model_dir: str | Path | None, system: str = DEFAULT_SYSTEM, template: str = "auto"):
+    def from_model(self, model_dir: str | Path | None, system: str = DEFAULT_SYSTEM, template: str = "auto",
+                   review_prompt: str = DEFAULT_REVIEW):
         """This config with the settings left None taken from the model folder, else these defaults."""
         saved = model_prompt(model_dir)
-        defaults = {"system": system, "template": template, "review_prompt": DEFAULT_REVIEW, "assistant_prefix": ""}
+        defaults = {"system": system, "template": template, "review_prompt": review_prompt, "assistant_prefix": ""}
         return replace(self, **{k: getattr(self, k) if getattr(self, k) is not None else saved.get(k, defaults[k])
                                 for k in SAVED if hasattr(self, k)})
 

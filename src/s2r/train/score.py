@@ -45,7 +45,6 @@ class ScoreConfig(TrainFields, MarkerFields, DataFields):
     data: list[str] | None = arg(None, help="problem sets: benchmarks (name, name:split) or JSONL files; with --task, "
                                             "its splits (default: arith:train)")
     out: str = arg("runs/score", help="output folder: model/, ckpt.pt, log.jsonl, tb/, score.json")
-    review_prompt: str = arg(INSTRUCTION, help="the second user turn: the instruction to find and fix any error")
     alpha: float = arg(10.0, help="stage 2: α of the shaped reward r2 + α (r2 − r1)")
     beta1: float = arg(0.01, help="β1, KL weight to the reference on attempt 2 (stage 2: on both attempts)")
     beta2: float | None = arg(None, help="β2, stage 1's KL weight on attempt 1 (default: 10 × β1)")
@@ -231,7 +230,7 @@ def run_score(cfg: ScoreConfig) -> Path:
     from s2r.train.sharding import unsharded
 
     cfg.check()
-    cfg = cfg.from_model(cfg.model)
+    cfg = cfg.from_model(cfg.model, review_prompt=INSTRUCTION)  # --review-prompt, else s2r.json's, else SCoRe's
     dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
@@ -299,7 +298,7 @@ def run_score(cfg: ScoreConfig) -> Path:
                 if iteration % cfg.ckpt_every == 0 or iteration == cfg.iterations:
                     checkpoint(out, cfg, dist_, model, run.trainable_names, run.opt, key=key, iteration=iteration)
         run.run_log.close()
-        save_model(model, tokenizer, cfg, out, dist_)  # s2r.json: system and template (review_prompt: see docs/score.md)
+        save_model(model, tokenizer, cfg, out, dist_)  # s2r.json: system, template and the review prompt
         if dist_.main:
             write_json_atomic(info_path, {"key": key, "iterations": iteration, "config": to_dict(cfg),
                                           "last": log[-1] if log else None})
