@@ -124,3 +124,15 @@ def test_files_the_pipeline_writes_round_trip(tmp_path):
     hard = tmp_path / "hard.jsonl"
     assert main(["hard", str(att), "--out", str(hard), "--min-attempts", "1"]) == 0
     assert all("gold" in json.loads(line) for line in hard.read_text().splitlines())
+
+
+def test_malformed_actions_are_one_line_naming_file_and_line(tmp_path, capsys):
+    good = {"benchmark": "b", "id": "1", "problem": "p", "gold": "5", "strategy": "single", "text": "\\boxed{5}",
+            "attempts": [{"answer": "5", "grade": "correct", "verdict": None, "reason": "match"}], "tokens": 3,
+            "truncated": False}
+    src = tmp_path / "t.jsonl"
+    src.write_text(json.dumps(good) + "\n" + json.dumps(dict(good, actions=[{"kind": "solve", "start": "0"}])) + "\n")
+    for command in (["metrics", str(src)], ["verify", str(src), "--out", str(tmp_path / "v.jsonl")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{src}:2" in err and "action 0" in err and len(err.strip().splitlines()) == 1

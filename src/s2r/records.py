@@ -56,10 +56,25 @@ class Action:
         return out | {"verdict": self.verdict}
 
 
+def actions_problem(actions) -> str | None:
+    """What is wrong with a record's `actions` field, or None."""
+    if not isinstance(actions, list):
+        return "'actions' must be a list"
+    for j, a in enumerate(actions):
+        if not (isinstance(a, dict) and a.get("kind") in (SOLVE, fmt_.VERIFY)
+                and all(type(a.get(k)) is int for k in ("start", "end")) and type(a.get("body", 0)) is int):
+            return f"action {j}: must be {{'kind': 'solve' | 'verify', 'start': int, 'end': int, ...}}"
+    return None
+
+
+def _field(attempt, name: str):
+    return attempt.get(name) if isinstance(attempt, dict) else None
+
+
 def graded(actions: list[Action], attempts: list[dict]) -> list[Action]:
     """The actions with each solve action graded as its attempt (the i-th solve is the i-th attempt;
     a solve beyond the attempts keeps no grade)."""
-    grades = iter(a.get("grade") for a in attempts)
+    grades = iter(_field(a, "grade") for a in attempts)
     return [replace(a, grade=next(grades, None)) if a.kind == SOLVE else a for a in actions]
 
 
@@ -71,11 +86,11 @@ def actions_of_text(text: str, strategy: str | None, attempts: list[dict], fmt: 
     if strategy in ("single", "majority") and len(attempts) == 1:  # the loop cut the text at the attempt's end
         first = fmt_.parse(text, fmt, extract).actions[0]
         body = first.end - len(first.text) if first.kind == SOLVE else 0
-        acts = [Action(SOLVE, 0, len(text), body, attempts[0].get("answer"))]
+        acts = [Action(SOLVE, 0, len(text), body, _field(attempts[0], "answer"))]
     elif strategy == "intrinsic" and len(attempts) == 2 and INTRINSIC_SEPARATOR in text:
         cut = text.index(INTRINSIC_SEPARATOR)
-        acts = [Action(SOLVE, 0, cut, 0, attempts[0].get("answer")),
-                Action(SOLVE, cut, len(text), cut + len(INTRINSIC_SEPARATOR), attempts[1].get("answer"))]
+        acts = [Action(SOLVE, 0, cut, 0, _field(attempts[0], "answer")),
+                Action(SOLVE, cut, len(text), cut + len(INTRINSIC_SEPARATOR), _field(attempts[1], "answer"))]
     else:
         acts = [Action.parsed(a) for a in fmt_.parse(text, fmt, extract).actions]
     return graded(acts, attempts)

@@ -38,7 +38,7 @@ from s2r.metrics import answer_key
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
 from s2r.progress import Progress
-from s2r.records import Trajectory
+from s2r.records import Trajectory, actions_problem
 from s2r.settings_guard import file_digest, guard_output
 from s2r.tasks import TASKS, arith, load_task
 
@@ -220,7 +220,8 @@ def attempt_problem(r: dict) -> str | None:
     problem = wrong_field(r, ATTEMPT_FIELDS)
     if problem or not r["attempts"] or not isinstance(r["attempts"][0], dict):
         return problem or "'attempts' must be a non-empty list of objects"
-    return wrong_field(r["attempts"][0], {"answer": (str, type(None)), "grade": str})
+    problem = wrong_field(r["attempts"][0], {"answer": (str, type(None)), "grade": str})
+    return problem or (actions_problem(r["actions"]) if "actions" in r else None)
 
 
 def read_attempts(path: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> list[Trajectory]:
