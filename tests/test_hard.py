@@ -34,7 +34,7 @@ def test_hard_problems_by_hand():
     hard, counts = hard_problems(RECORDS, min_attempts=3)
     assert [p["id"] for p in hard] == ["3", "4", "5", "7"]
     assert dict(counts) == {"easy": 2, "hard": 4, "ungraded": 1}
-    assert hard[0] == {"id": "3", "problem": "Compute 3.", "answer": "g3", "level": 2, "subject": "division"}
+    assert hard[0] == {"id": "3", "problem": "Compute 3.", "gold": "g3", "level": 2, "subject": "division"}
     # min_attempts 0: only the problems not ended right
     assert [p["id"] for p in hard_problems(RECORDS, min_attempts=0)[0]] == ["4", "5", "7"]
     # min_attempts 2: the second-attempt fix is hard too

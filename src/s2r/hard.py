@@ -26,7 +26,7 @@ from s2r.metrics import group_by_problem, load_trajectories
 @dataclass
 class HardConfig:
     trajectories: str = arg(help="trajectories JSONL of the model on training problems (`s2r solve`)", positional=True)
-    out: str = arg(help="problem JSONL to write (problem, answer, id, level, subject)")
+    out: str = arg(help="problem JSONL to write (id, problem, gold, level, subject)")
     min_attempts: int = arg(3, help="a trajectory that ends right after this many attempts or more is hard too (0: off)")
 
 
@@ -53,7 +53,7 @@ def hard_problems(records: list[dict], min_attempts: int, source: str = "traject
             r = group[0]
             if not r.get("problem") or r.get("gold") is None:
                 raise DataError(f"{source}: trajectory {r['id']!r} has no 'problem' or 'gold' field: cannot write it as a problem")
-            hard.append({"id": r["id"], "problem": r["problem"], "answer": r["gold"], "level": r.get("level"),
+            hard.append({"id": r["id"], "problem": r["problem"], "gold": r["gold"], "level": r.get("level"),
                          "subject": r.get("subject")})
     return hard, counts
 

@@ -2,9 +2,10 @@
 
     STRATEGIES = {"s2r": ..., "single": ..., "majority": ..., "intrinsic": ...}
 
-Each strategy maps prompts to `Rollout`s (text, attempts with the model's verdicts, tokens,
-truncation); `solve_problems` renders prompts, runs a strategy, grades every attempt with THE grader
-and returns trajectory records in the schema of metrics.py.
+Each strategy maps prompts to `Rollout`s (the prompt, text, its actions with their spans, attempts
+with the model's verdicts, tokens, truncation); `solve_problems` renders prompts, runs a strategy,
+grades every attempt with THE grader and returns trajectory records (records.Trajectory, dumped: the
+schema of metrics.py plus `prompt` and the graded `actions`, filled here once).
 
 - s2r: one generation in the trajectory format. The model decides when to stop; the loop enforces
   the rules of docs/method.md §1: the trajectory ends at the first "correct" verdict, or at the verdict
@@ -43,6 +44,8 @@ from s2r.methods.rtuning import stated_certainty
 from s2r.metrics import vote
 from s2r.models.backend import Backend, Completion, SamplingParams
 from s2r.prompts import PromptConfig, messages_for, render_prompt
+from s2r.records import INTRINSIC_SEPARATOR, Trajectory, graded
+from s2r.records import Action as RecordAction  # format.Action is Action here
 from s2r.tasks.task import Problem, Task
 
 MATH = Task()  # the default task behaviour: answers in \boxed{}, graded by the math grader
@@ -55,7 +58,9 @@ class Rollout:
     tokens: int = 0  # generated tokens
     truncated: bool = False
     error: str | None = None  # an endpoint failure: the record is not written (a re-run retries it)
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # stopped, loop_markers, sampled, votes: Trajectory's fields
+    prompt: str = ""  # what the text follows, as rendered (assistant prefix included; intrinsic: the first turn's)
+    actions: list[RecordAction] = field(default_factory=list)  # the text's actions and spans, one solve per attempt, not graded
 
 
 @dataclass(frozen=True)
@@ -153,17 +158,24 @@ def sampled_spans(tokenizer, ids: list[int], logprobs: list[float], offset: int)
     return out
 
 
-def attempts_of(text: str, fmt: TrajectoryFormat, extract=MATH.extract) -> list[dict]:
-    """[{"answer", "verdict"}] per attempt: each solve action (its answer by `extract`) and the
-    verification after it."""
+def actions_and_attempts(text: str, fmt: TrajectoryFormat, extract=MATH.extract) -> tuple[list[RecordAction], list[dict]]:
+    """The text's actions (records.Action, spans as format.parse gives them) and [{"answer",
+    "verdict"}] per attempt: each solve action (its answer by `extract`) and the verification after
+    it. The i-th solve action is the i-th attempt."""
+    actions = [RecordAction.parsed(a) for a in parse(text, fmt, extract).actions]
     out: list[dict] = []
-    for a in parse(text, fmt, extract).actions:
+    for a in actions:
         if a.kind == SOLVE:
             out.append({"answer": a.answer, "verdict": None})
         elif out and out[-1]["verdict"] is None:
             out[-1]["verdict"] = a.verdict
         # a verification with no attempt before it (or a second one in a row) judges nothing
-    return out or [{"answer": None, "verdict": None}]
+    return actions, out or [{"answer": None, "verdict": None}]
+
+
+def attempts_of(text: str, fmt: TrajectoryFormat, extract=MATH.extract) -> list[dict]:
+    """[{"answer", "verdict"}] per attempt (actions_and_attempts)."""
+    return actions_and_attempts(text, fmt, extract)[1]
 
 
 def render_all(backend: Backend, conversations: Sequence[list[dict]], s: Settings, first: bool = True) -> list[str]:
@@ -213,9 +225,12 @@ def run_s2r(backend: Backend, conversations: Sequence[list[dict]], s: Settings) 
                 markers[i].append([start, len(texts[i]), "cut" if start < full else "eos", kind])
                 still.append(i)
         active = still
-    return [Rollout(texts[i], attempts_of(texts[i], s.fmt, s.task.extract), tokens[i], truncated[i], errors[i],
-                    {"stopped": stopped[i], "loop_markers": markers[i], **({"sampled": sampled[i]} if params.logprobs else {})})
-            for i in range(n)]
+    rollouts = []
+    for i in range(n):
+        actions, attempts = actions_and_attempts(texts[i], s.fmt, s.task.extract)
+        extra = {"stopped": stopped[i], "loop_markers": markers[i], **({"sampled": sampled[i]} if params.logprobs else {})}
+        rollouts.append(Rollout(texts[i], attempts, tokens[i], truncated[i], errors[i], extra, prompts[i], actions))
+    return rollouts
 
 
 # ----------------------------------------------------------------------------------- baselines
@@ -231,25 +246,30 @@ def _single_params(backend: Backend, s: Settings) -> SamplingParams:
                    include_stop=s.params.include_stop or keeps)
 
 
-def _one_attempt(c: Completion, s: Settings) -> Rollout:
+def _one_attempt(c: Completion, s: Settings, prompt: str = "") -> Rollout:
     """The first attempt of a completion: its text up to a verify marker, or up to its answer line
     where a check follows it without the marker (unmarked_check); such an attempt is complete, not
-    truncated. Every generated token counts."""
+    truncated. Every generated token counts. Its one action, a solve, spans the whole text."""
     if c.finish_reason == "error":
         return Rollout("", [], error=c.error)
     text, truncated = c.text, c.finish_reason == "length"
     first = parse(text, s.fmt, s.task.extract).actions[0]
+    body = 0
     if first.kind == SOLVE:
+        body = first.end - len(first.text)
         end = unmarked_check(text, first, s.fmt)
         end = first.end if end is None else end
         if end < len(text):
             text, truncated = text[:end], False
-    return Rollout(text, [{"answer": s.task.extract(text), "verdict": None}], c.num_tokens, truncated)
+    answer = s.task.extract(text)
+    return Rollout(text, [{"answer": answer, "verdict": None}], c.num_tokens, truncated, prompt=prompt,
+                   actions=[RecordAction(SOLVE, 0, len(text), min(body, len(text)), answer)])
 
 
 def run_single(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
-    outs = backend.complete(render_all(backend, conversations, s), _single_params(backend, s))
-    return [_one_attempt(c, s) for c in outs]
+    prompts = render_all(backend, conversations, s)
+    outs = backend.complete(prompts, _single_params(backend, s))
+    return [_one_attempt(c, s, p) for c, p in zip(outs, prompts)]
 
 
 def run_majority(backend: Backend, conversations: Sequence[list[dict]], s: Settings) -> list[Rollout]:
@@ -257,18 +277,19 @@ def run_majority(backend: Backend, conversations: Sequence[list[dict]], s: Setti
     outs = backend.complete([p for p in prompts for _ in range(k)], _single_params(backend, s))
     rollouts = []
     for i in range(len(prompts)):
-        samples = [_one_attempt(c, s) for c in outs[i * k : (i + 1) * k]]
+        samples = [_one_attempt(c, s, prompts[i]) for c in outs[i * k : (i + 1) * k]]
         failed = [r.error for r in samples if r.error]
         if failed:
             rollouts.append(Rollout("", [], error=failed[0]))
             continue
         answers = [r.attempts[0]["answer"] for r in samples]
         winner = vote(answers)
+        shown = samples[winner] if winner is not None else samples[0]
+        answer = answers[winner] if winner is not None else None
         rollouts.append(Rollout(
-            samples[winner].text if winner is not None else samples[0].text,
-            [{"answer": answers[winner] if winner is not None else None, "verdict": None}],
+            shown.text, [{"answer": answer, "verdict": None}],
             sum(r.tokens for r in samples), any(r.truncated for r in samples),
-            extra={"votes": answers},
+            extra={"votes": answers}, prompt=prompts[i], actions=[replace(shown.actions[0], answer=answer)],
         ))
     return rollouts
 
@@ -288,10 +309,14 @@ def run_intrinsic(backend: Backend, conversations: Sequence[list[dict]], s: Sett
             continue
         a1 = r1.attempts[0]["answer"]
         a2 = s.task.extract(c.text)
+        a2 = a2 if a2 is not None else a1
+        turn1 = r1.text.strip()
+        text = f"{turn1}{INTRINSIC_SEPARATOR}{c.text}"
+        cut = len(turn1)  # the second turn's span starts at the separator line
         rollouts.append(Rollout(
-            f"{r1.text.strip()}\n---\n{c.text}",
-            [{"answer": a1, "verdict": None}, {"answer": a2 if a2 is not None else a1, "verdict": None}],
-            r1.tokens + c.num_tokens, r1.truncated or c.finish_reason == "length",
+            text, [{"answer": a1, "verdict": None}, {"answer": a2, "verdict": None}],
+            r1.tokens + c.num_tokens, r1.truncated or c.finish_reason == "length", prompt=r1.prompt,
+            actions=[RecordAction(SOLVE, 0, cut, 0, a1), RecordAction(SOLVE, cut, len(text), cut + len(INTRINSIC_SEPARATOR), a2)],
         ))
     return rollouts
 
@@ -315,8 +340,9 @@ def solve_problems(
     s: Settings,
     grader: Grader,
 ) -> tuple[list[dict], list[str]]:
-    """Run `strategy` on (benchmark, problem, sample) jobs. Returns (trajectory records, errors);
-    jobs whose generation failed produce no record, only an error message."""
+    """Run `strategy` on (benchmark, problem, sample) jobs. Returns (trajectory records: each a
+    records.Trajectory, dumped; errors); jobs whose generation failed produce no record, only an
+    error message. Each solve action is graded as its attempt."""
     conversations = [messages_for(p.problem, s.prompt) for _, p, _ in jobs]
     rollouts = STRATEGIES[strategy](backend, conversations, s)
     ok = [(job, r) for job, r in zip(jobs, rollouts) if r.error is None]
@@ -327,9 +353,9 @@ def solve_problems(
         for a in r.attempts:
             g = next(grades)
             attempts.append({"answer": a["answer"], "grade": g.verdict, "verdict": a["verdict"], "reason": g.reason})
-        records.append({
-            "benchmark": bench, **p.as_dict(), "sample": sample, "strategy": strategy, "attempts": attempts,
-            "tokens": r.tokens, "truncated": r.truncated, "text": r.text, **r.extra,
-            **({"certainty": c} if (c := stated_certainty(r.text)) is not None else {}),
-        })
+        records.append(Trajectory(
+            benchmark=bench, **p.as_dict(), sample=sample, strategy=strategy, attempts=attempts, tokens=r.tokens,
+            truncated=r.truncated, text=r.text, **r.extra, certainty=stated_certainty(r.text), prompt=r.prompt,
+            actions=graded(r.actions, attempts),
+        ).dump())
     return records, [r.error for r in rollouts if r.error is not None]

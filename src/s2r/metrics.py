@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from s2r.jsonl import DataError, iter_jsonl
+from s2r.records import actions_problem
 from s2r.selective import risk_coverage_curve, selective_metrics
 
 GRADES = {"correct", "incorrect", "unverifiable"}
@@ -315,7 +316,7 @@ def check_trajectory(r: Record) -> str | None:
         return "'certainty' must be a number in [0, 1] or null"
     if "votes" in r and not (isinstance(r["votes"], list) and all(v is None or isinstance(v, str) for v in r["votes"])):
         return "'votes' must be a list of answers (strings or null)"
-    return None
+    return actions_problem(r["actions"]) if "actions" in r else None
 
 
 def load_trajectories(path: str | os.PathLike) -> list[Record]:

@@ -31,6 +31,7 @@ from s2r.config import arg
 from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat, parse, render
 from s2r.jsonl import DataError, iter_jsonl, wrong_field, write_jsonl_atomic
 from s2r.prompts import DEFAULT_REVIEW
+from s2r.records import SFTRecord
 
 KINDS = ("s2r", "plain")
 RELATIVES = ("cct", "mistake-tuning", "r-tuning")  # S²R's relatives: records from sampled attempts (methods/)
@@ -58,7 +59,11 @@ class BuildConfig(MarkerFields):
 
 def trained_spans(text: str, fmt: TrajectoryFormat) -> list[tuple[int, int]]:
     """Character spans to train in a rendered trajectory: every verification and the final attempt."""
-    actions = parse(text, fmt).actions
+    return spans_to_train(parse(text, fmt).actions)
+
+
+def spans_to_train(actions) -> list[tuple[int, int]]:
+    """The spans of every verification and of the final attempt among a trajectory's actions."""
     last_solve = max(i for i, a in enumerate(actions) if a.kind == SOLVE)
     return [(a.start, a.end) for i, a in enumerate(actions) if a.kind == VERIFY or i == last_solve]
 
@@ -80,16 +85,16 @@ def build_record(group: list[dict], cfg: BuildConfig) -> dict | str:
         return "no verified-correct attempt"
     chosen = rng.choice(correct)
     wrongs = rng.sample(wrong, min(_at(cfg.max_wrong, w), len(wrong)))
-    fields = {k: first.get(k) for k in ("benchmark", "id", "problem", "gold", "level", "subject")}
+    meta = {k: first.get(k) for k in ("benchmark", "id", "gold", "level", "subject")}
     if cfg.kind == "plain":
-        return {**fields, "kind": "plain", "completion": chosen["solution"], "spans": [[0, len(chosen["solution"])]],
-                "wrong_attempts": 0}
+        return SFTRecord(chosen["solution"], [[0, len(chosen["solution"])]], problem=first["problem"],
+                         meta=meta | {"kind": "plain", "wrong_attempts": 0}).dump()
     text = render([r["solution"] for r in wrongs + [chosen]], [r["verification"] for r in wrongs + [chosen]], cfg.fmt)
-    parsed = parse(text, cfg.fmt)
+    parsed = parse(text, cfg.fmt)  # the text just rendered: its markers are where render put them, or a part holds one
     if len(parsed.actions) != 2 * (len(wrongs) + 1) or not parsed.alternates:
         return "a text contains a marker line"
-    return {**fields, "kind": "s2r", "completion": text, "spans": [list(s) for s in trained_spans(text, cfg.fmt)],
-            "wrong_attempts": len(wrongs)}
+    return SFTRecord(text, [list(s) for s in spans_to_train(parsed.actions)], problem=first["problem"],
+                     meta=meta | {"kind": "s2r", "wrong_attempts": len(wrongs)}).dump()
 
 
 def build_relative(cfg: BuildConfig) -> list[dict]:

@@ -32,12 +32,13 @@ from pathlib import Path
 
 from s2r.config import arg, cache_root
 from s2r.solve import EndpointErrors
-from s2r.format import CORRECT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryFormat, parse, verdict_of
+from s2r.format import CORRECT, DEFAULT_FORMAT, INCORRECT, UNPARSABLE, MarkerFields, TrajectoryFormat, verdict_of
 from s2r.jsonl import DataError, ResumableJsonl, dumps, iter_jsonl, read_jsonl, wrong_field
 from s2r.metrics import answer_key
 from s2r.models.backend import SamplingParams
 from s2r.models.http import HTTPFields
 from s2r.progress import Progress
+from s2r.records import Trajectory, actions_problem
 from s2r.settings_guard import file_digest, guard_output
 from s2r.tasks import TASKS, arith, load_task
 
@@ -219,32 +220,34 @@ def attempt_problem(r: dict) -> str | None:
     problem = wrong_field(r, ATTEMPT_FIELDS)
     if problem or not r["attempts"] or not isinstance(r["attempts"][0], dict):
         return problem or "'attempts' must be a non-empty list of objects"
-    return wrong_field(r["attempts"][0], {"answer": (str, type(None)), "grade": str})
+    problem = wrong_field(r["attempts"][0], {"answer": (str, type(None)), "grade": str})
+    return problem or (actions_problem(r["actions"]) if "actions" in r else None)
 
 
-def read_attempts(path: str) -> list[dict]:
+def read_attempts(path: str, fmt: TrajectoryFormat = DEFAULT_FORMAT) -> list[Trajectory]:
     """The records of a sampled-attempts file (`s2r sample`); DataError naming path:line on a bad one."""
     records = []
     for lineno, r in iter_jsonl(path):
         problem = attempt_problem(r)
         if problem:
             raise DataError(f"{path}:{lineno}: not a sampled-attempts record (`s2r sample`): {problem}")
-        records.append(r)
+        records.append(Trajectory.load(r, fmt))
     return records
 
 
-def distinct_answers(attempt_records: list[dict], fmt: TrajectoryFormat) -> list[dict]:
-    """One item per distinct (problem, answer) with the fields the output records carry. Attempts
-    with no answer are not verified but count among the problem's `wrong` samples."""
-    groups: dict[tuple, list[dict]] = {}
+def distinct_answers(attempt_records: list[Trajectory]) -> list[dict]:
+    """One item per distinct (problem, answer) with the fields the output records carry; the
+    `solution` is the content of the record's first solve action. Attempts with no answer are not
+    verified but count among the problem's `wrong` samples."""
+    groups: dict[tuple, list[Trajectory]] = {}
     for r in attempt_records:
-        groups.setdefault((r["benchmark"], str(r["id"])), []).append(r)
+        groups.setdefault((r.benchmark, str(r.id)), []).append(r)
     items = []
     for rs in groups.values():
-        wrong = sum(r["attempts"][0]["grade"] != CORRECT for r in rs)
+        wrong = sum(r.attempts[0]["grade"] != CORRECT for r in rs)
         by_answer: dict[str, dict] = {}
         for r in rs:
-            a = r["attempts"][0]
+            a = r.attempts[0]
             if a["answer"] is None:
                 continue
             key = answer_key(a["answer"])
@@ -252,9 +255,9 @@ def distinct_answers(attempt_records: list[dict], fmt: TrajectoryFormat) -> list
                 by_answer[key]["count"] += 1
                 continue
             by_answer[key] = {
-                "benchmark": r["benchmark"], "id": r["id"], "problem": r["problem"], "gold": r["gold"],
-                "level": r.get("level"), "subject": r.get("subject"), "answer": a["answer"], "grade": a["grade"],
-                "solution": parse(r["text"], fmt).attempts[0].rstrip(), "count": 1, "samples": len(rs), "wrong": wrong,
+                "benchmark": r.benchmark, "id": r.id, "problem": r.problem, "gold": r.gold, "level": r.level,
+                "subject": r.subject, "answer": a["answer"], "grade": a["grade"],
+                "solution": r.content(r.solves[0]).rstrip(), "count": 1, "samples": len(rs), "wrong": wrong,
             }
         items += by_answer.values()
     return items
@@ -274,7 +277,7 @@ def agreement(records: list[dict]) -> dict:
 
 def run_verify(cfg: VerifyConfig) -> dict:
     fmt = cfg.fmt
-    items = distinct_answers(read_attempts(cfg.attempts), fmt)
+    items = distinct_answers(read_attempts(cfg.attempts, fmt))
     teacher = make_teacher(cfg)
     cache = VerificationCache(cfg.cache or cache_root() / "verifications.jsonl")
     errors: list[str] = []

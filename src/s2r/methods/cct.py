@@ -20,8 +20,14 @@ import random
 from collections.abc import Sequence
 
 from s2r.metrics import answer_key, group_by_problem
+from s2r.records import SFTRecord
 
 PROBLEM_FIELDS = ("benchmark", "id", "problem", "gold", "level", "subject")
+
+
+def problem_meta(r: dict) -> dict:
+    """The problem's fields an SFT record carries for reading (gold under `gold`; None when absent)."""
+    return {k: r.get(k) for k in PROBLEM_FIELDS if k != "problem"}
 
 
 def _first(record: dict) -> tuple[str | None, bool]:
@@ -49,7 +55,7 @@ def cct_records(attempts: Sequence[dict], review_prompt: str, seed: int = 0) -> 
             target = (r if correct else rng.choice(right))["text"].strip()
             messages = [{"role": "user", "content": r["problem"]}, {"role": "assistant", "content": r["text"].strip()},
                         {"role": "user", "content": review_prompt}]
-            records.append({**{k: r.get(k) for k in PROBLEM_FIELDS}, "kind": "cct", "cct": kind, "messages": messages,
-                            "completion": target, "spans": [[0, len(target)]]})
+            records.append(SFTRecord(target, [[0, len(target)]], problem=r["problem"], messages=messages,
+                                     meta=problem_meta(r) | {"kind": "cct", "cct": kind}).dump())
             counts[kind] += 1
     return records, counts

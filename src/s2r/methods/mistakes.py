@@ -17,7 +17,8 @@ import random
 from collections.abc import Sequence
 
 from s2r.metrics import answer_key, group_by_problem
-from s2r.methods.cct import PROBLEM_FIELDS
+from s2r.methods.cct import problem_meta
+from s2r.records import SFTRecord
 
 CORRECT_TAG = "[Correct rationale]"
 INCORRECT_TAG = "[Incorrect rationale]"
@@ -37,8 +38,8 @@ def mistake_tuning_records(attempts: Sequence[dict]) -> tuple[list[dict], dict[s
             seen.add(answer_key(a["answer"]))
             text = r["text"].strip()
             tag = CORRECT_TAG if a["grade"] == "correct" else INCORRECT_TAG
-            records.append({**{k: r.get(k) for k in PROBLEM_FIELDS}, "kind": "mistake-tuning", "prefix": f"{tag}\n",
-                            "completion": text, "spans": [[0, len(text)]]})
+            records.append(SFTRecord(text, [[0, len(text)]], problem=r["problem"], prefix=f"{tag}\n",
+                                     meta=problem_meta(r) | {"kind": "mistake-tuning"}).dump())
             counts[a["grade"]] += 1
     return records, counts
 

@@ -26,7 +26,8 @@ import re
 from collections.abc import Sequence
 
 from s2r.metrics import group_by_problem
-from s2r.methods.cct import PROBLEM_FIELDS
+from s2r.methods.cct import problem_meta
+from s2r.records import SFTRecord
 
 SURE = "I am sure."
 UNSURE = "I am unsure."
@@ -59,9 +60,9 @@ def r_tuning_records(attempts: Sequence[dict], threshold: float = 0.5,
         text = (random.Random(f"{seed}|{bench}|{pid}").choice(right) if right else group[0])["text"].strip()
         completion = f"{text}{SEPARATOR}{SURE if sure else UNSURE}"
         start = 0 if right else len(text)  # a wrong text is context: only the statement is trained
-        records.append({**{k: group[0].get(k) for k in PROBLEM_FIELDS}, "kind": "r-tuning",
-                        "rtuning": "sure" if sure else "unsure", "right_share": share,
-                        "completion": completion, "spans": [[start, len(completion)]]})
+        records.append(SFTRecord(completion, [[start, len(completion)]], problem=group[0]["problem"],
+                                 meta=problem_meta(group[0]) | {"kind": "r-tuning", "rtuning": "sure" if sure else "unsure",
+                                                                "right_share": share}).dump())
         counts["sure" if sure else "unsure"] += 1
     return records, counts
 
