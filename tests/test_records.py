@@ -76,17 +76,23 @@ def test_a_record_without_actions_gets_the_loop_s_actions(strategy, grader):
         assert t.dump() == old | {"actions": r["actions"]}  # nothing of the old record changes
 
 
-def test_graded_steps_match_rl_graded_actions(grader):
-    from s2r.train.rl import graded_actions
+def test_graded_steps_pair_each_solve_with_its_own_grade(grader):
+    """The steps RL trains on, read off the record, equal those of parsing the text and pairing the
+    i-th solve with the i-th attempt's grade (what rl did before the records)."""
+    from s2r.format import SOLVE, parse
+    from s2r.train.advantages import Step
 
     records = solve({"p": [S2R_TEXT], "q": [r"\boxed{5}" + V + "no" + BAD + R + r"\boxed{7}" + V + "no" + BAD, r"\boxed{6}"]},
                     "s2r", grader)
     for r in records:
-        actions, steps = graded_actions(r, F)
+        actions = parse(r["text"], F).actions
+        grades = iter(a["grade"] == "correct" for a in r["attempts"])
+        steps = [Step(a.kind, correct=next(grades)) if a.kind == SOLVE else Step(a.kind, verdict=a.verdict) for a in actions]
         mine, my_steps = graded_steps(Trajectory.load(r))
         assert my_steps == steps and [(a.kind, a.start, a.end) for a in mine] == [(a.kind, a.start, a.end) for a in actions]
+    assert any(s.kind == "verify" for s in my_steps) and any(s.correct is False for s in my_steps if s.kind == "solve")
     failed = dict(records[0], attempts=[dict(records[0]["attempts"][0], reason="timeout after 2s")])
-    assert graded_steps(Trajectory.load(failed)) is None and graded_actions(failed, F) is None
+    assert graded_steps(Trajectory.load(failed)) is None
 
 
 @pytest.mark.parametrize("record", [

@@ -162,8 +162,8 @@ class Trajectory:
 
 def graded_steps(t: Trajectory):
     """(t.actions, their advantages.Step) of a graded rollout, or None when the grader failed on one
-    of its answers (timeout, crash: never scored). What train/rl.graded_actions computes from the
-    text, read off the record: a solve's `correct` is its grade, a verification's `verdict` its own.
+    of its answers (timeout, crash: never scored), read off the record (RL and offline RL train on
+    them): a solve's `correct` is its grade, a verification's `verdict` its own.
 
     solve (correct), verify ("correct") -> [Step("solve", correct=True), Step("verify", verdict="correct")]"""
     from s2r.train.advantages import Step  # torch: only where RL runs

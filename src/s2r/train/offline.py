@@ -29,6 +29,7 @@ from pathlib import Path
 
 from s2r.config import arg, to_dict
 from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat
+from s2r.records import Trajectory, graded_steps
 from s2r.models.vllm_backend import VLLMFields
 from s2r.tasks import DataFields
 from s2r.train.advantages import (
@@ -41,7 +42,6 @@ from s2r.train.advantages import (
     returns_to_go,
 )
 from s2r.train.common import TrainFields
-from s2r.train.rl import graded_actions
 
 GROUPINGS = ("context", "bucket")
 
@@ -142,7 +142,7 @@ def select(records: list[dict], band: tuple[float, float], max_actions: int, fmt
     counts = {"prompts": len(groups), "prompts_with_grader_failures": 0, "prompts_outside_band": 0, "not_alternating": 0,
               "too_many_actions": 0, "positives": 0, "negatives": 0, "negatives_dropped": 0}
     for key, group in groups.items():
-        graded = {r["sample"]: graded_actions(r, fmt) for r in group}
+        graded = {r["sample"]: graded_steps(Trajectory.load(r, fmt)) for r in group}
         if any(g is None for g in graded.values()):  # never scored: left out, counted
             counts["prompts_with_grader_failures"] += 1
             continue

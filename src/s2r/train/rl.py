@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from s2r.config import arg, to_dict
-from s2r.format import SOLVE, MarkerFields, parse
+from s2r.format import SOLVE, MarkerFields
+from s2r.records import Trajectory, graded_steps
 from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic, write_jsonl_atomic
 from s2r.models.vllm_backend import VLLMFields
@@ -133,17 +134,6 @@ def iteration_prompts(n: int, per_iteration: int, iteration: int, seed: int) -> 
     return out
 
 
-def graded_actions(record: dict, fmt):
-    """(parsed actions, their Steps) of a graded rollout record (the i-th solve gets the i-th
-    attempt's grade), or None when the grader failed on one of its answers."""
-    if any(grader_failed(a.get("reason", "")) for a in record["attempts"]):
-        return None
-    actions = parse(record["text"], fmt).actions
-    grades = iter(a["grade"] == "correct" for a in record["attempts"])
-    return actions, [Step(a.kind, correct=next(grades, False)) if a.kind == SOLVE else Step(a.kind, verdict=a.verdict)
-                     for a in actions]
-
-
 def grader_failures(records: list[dict]) -> list[dict]:
     """The attempts the grader failed on (timeout, crash): what left their groups out, for the log."""
     return [{"id": r["id"], "sample": r["sample"], "answer": a["answer"], "reason": a["reason"]}
@@ -166,7 +156,7 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
     failed = 0
     for g in range(0, len(records), samples):
         group = records[g : g + samples]
-        graded = [graded_actions(r, fmt) if r is not None else None for r in group]
+        graded = [graded_steps(Trajectory.load(r, fmt)) if r is not None else None for r in group]
         if any(x is None for x in graded):  # a grader failure, or a rollout that could not be generated
             failed += 1
             continue
