@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from s2r.compare_stats import (  # interval, summarise, separated: the statistics, re-exported here
-    RowsBySeed, Separation, interval, row_names, separated, summarise, values_of)
+from s2r.compare_stats import RowsBySeed, Separation, row_names, separated, summarise, values_of
 from s2r.report import CSS, PALETTE, bar_chart, line_chart, nice_ceiling, svg_head
 from s2r.selective import risk_coverage_curve
 

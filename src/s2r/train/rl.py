@@ -50,7 +50,6 @@ from s2r.train.advantages import (
     BASELINES,
     CONTEXTS,
     AdvantageSettings,
-    Step,
     outcome_reward,
     process_rewards,
 )
@@ -121,6 +120,16 @@ class RLConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
                 raise ValueError(f"{name} must be one of {', '.join(table)}, not {value!r}")
         if self.samples < 2 and self.level == "outcome":
             raise ValueError("ORL (RLOO) needs --samples ≥ 2")
+
+
+def problem_set(cfg) -> tuple[list, list, str]:
+    """(datasets, [(benchmark, Problem)], digest of their texts and golds) of an online trainer's
+    --data (default arith:train); ValueError when they hold no problem."""
+    datasets = cfg.datasets(cfg.data, "arith:train")
+    problems = [(d.name, p) for d in datasets for p in d.problems]
+    if not problems:
+        raise ValueError(f"no problems in {', '.join(d.name for d in datasets)}")
+    return datasets, problems, hashlib.sha256(json.dumps([(b, p.problem, p.gold) for b, p in problems]).encode()).hexdigest()
 
 
 def iteration_prompts(n: int, per_iteration: int, iteration: int, seed: int) -> list[int]:
@@ -215,11 +224,7 @@ def run_rl(cfg: RLConfig) -> Path:
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
         out = Path(cfg.out)
-        datasets = cfg.datasets(cfg.data, "arith:train")
-        problems = [(d.name, p) for d in datasets for p in d.problems]
-        if not problems:
-            raise ValueError(f"no problems in {', '.join(d.name for d in datasets)}")
-        digest = hashlib.sha256(json.dumps([(b, p.problem, p.gold) for b, p in problems]).encode()).hexdigest()
+        datasets, problems, digest = problem_set(cfg)
         key = cfg.key(digest)
         info_path = out / "rl.json"
         if finished(info_path, key, lambda info: info.get("iterations", 0) >= cfg.iterations, dist_.main, "RL model"):

@@ -226,7 +226,7 @@ def run_score(cfg: ScoreConfig) -> Path:
     from s2r.tasks import grading_task
     from s2r.train.common import Distributed, checkpoint, finished, load_models, save_model, start_run
     from s2r.train.ppo import score_tokens, update_policy
-    from s2r.train.rl import grader_failures, iteration_prompts
+    from s2r.train.rl import grader_failures, iteration_prompts, problem_set
     from s2r.train.sharding import unsharded
 
     cfg.check()
@@ -235,11 +235,7 @@ def run_score(cfg: ScoreConfig) -> Path:
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
         out = Path(cfg.out)
-        datasets = cfg.datasets(cfg.data, "arith:train")
-        problems = [(d.name, p) for d in datasets for p in d.problems]
-        if not problems:
-            raise ValueError(f"no problems in {', '.join(d.name for d in datasets)}")
-        digest = hashlib.sha256(json.dumps([(b, p.problem, p.gold) for b, p in problems]).encode()).hexdigest()
+        datasets, problems, digest = problem_set(cfg)
         key = cfg.key(digest)
         info_path = out / "score.json"
         if finished(info_path, key, lambda info: info.get("iterations", 0) >= cfg.iterations, dist_.main, "SCoRe model"):
