@@ -173,11 +173,6 @@ def actions_and_attempts(text: str, fmt: TrajectoryFormat, extract=MATH.extract)
     return actions, out or [{"answer": None, "verdict": None}]
 
 
-def attempts_of(text: str, fmt: TrajectoryFormat, extract=MATH.extract) -> list[dict]:
-    """[{"answer", "verdict"}] per attempt (actions_and_attempts)."""
-    return actions_and_attempts(text, fmt, extract)[1]
-
-
 def render_all(backend: Backend, conversations: Sequence[list[dict]], s: Settings, first: bool = True) -> list[str]:
     """The prompts of the conversations; for the first assistant turn, each ends with the assistant
     prefix (PromptConfig.assistant_prefix), which the model writes on after (not part of its text)."""
