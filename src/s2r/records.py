@@ -104,8 +104,8 @@ PROBLEM = ("id", "problem", "gold", "level", "subject")  # tasks.task.Problem.as
 class Trajectory:
     """One sampled trajectory of one problem (docs/formats.md, "Trajectories file")."""
 
-    id: Any  # the problem (tasks.task.Problem); a str when s2r wrote it
     attempts: list[dict]  # [{"answer", "grade", "verdict", "reason"}] per attempt (metrics.py reads these)
+    id: Any = None  # the problem (tasks.task.Problem); a str when s2r wrote it (always, in a trajectories file)
     tokens: int | None = None  # generated tokens, all rounds together (metrics.py requires it and truncated)
     truncated: bool | None = None  # cut off by the token budget
     benchmark: str | None = None  # the problem set; problems are told apart by (benchmark, id)
