@@ -120,7 +120,9 @@ def scatter_chart(points: dict[str, tuple[float, float, float | None, float | No
         span = f" [{lo:.1%}, {hi:.1%}]" if lo is not None and hi is not None else ""
         out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4" fill="{color}"><title>{escape(name)}: '
                    f'{x:.4g}, {y:.1%}{span}</title></circle>'
-                   f'<text x="{a + 6:.1f}" y="{b - 5:.1f}" fill="{color}">{escape(name[:24])}</text>')
+                   + (f'<text x="{a - 6:.1f}" y="{b - 5:.1f}" text-anchor="end" fill="{color}">'  # would run off: to the left
+                      if a + 6 + 6.5 * len(name[:24]) > left + plot_w else f'<text x="{a + 6:.1f}" y="{b - 5:.1f}" fill="{color}">')
+                   + f'{escape(name[:24])}</text>')
     return "".join(out) + "</svg>"
 
 

@@ -182,9 +182,10 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path, offl
     return models
 
 
-# The code a row's trajectories and grades come from: the loop, its parser and prompts, the backends,
-# the task and the grader. A change to any of them runs the rows again rather than mixing old and new.
-ROW_CODE = ("loop.py", "format.py", "prompts.py", "grader.py", "models", "tasks")
+# The code a row's trajectories and grades come from: the loop, its parser, records and prompts, the
+# backends, the task, the grader and the certainty statement (methods/rtuning.py). A change to any of
+# them runs the rows again rather than mixing old and new.
+ROW_CODE = ("loop.py", "format.py", "records.py", "prompts.py", "grader.py", "methods/rtuning.py", "models", "tasks")
 
 
 # test problems × sampled single answers whose mean length sets the k of prl-majorityK (a few answers run
