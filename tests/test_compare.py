@@ -52,3 +52,13 @@ def test_compare_writes_every_row_for_one_seed_and_reuses_it(tmp_path, capsys):
     assert main(args) == 0  # a rerun reuses every model and row
     assert (seed / "rows" / "cct.jsonl").read_text() == again
     assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
+    # --collect summarises finished seeds without running anything; a seed that has not run is named
+    (seed / "rows" / "cct.jsonl").unlink()
+    assert main(args + ["--collect", "true"]) == 2
+    assert "seed 0 has no rows/ trajectories of cct" in capsys.readouterr().err
+    (seed / "rows" / "cct.jsonl").write_text(again)
+    assert main(args + ["--collect", "true"]) == 0
+    collected = json.loads((out / "results.json").read_text())
+    assert collected["rows"] == result["rows"] and collected["summary"] == result["summary"]
+    assert main(args + ["--seed", "0", "1", "--collect", "true"]) == 2
+    assert f"{out / 'seed-1' / 'results.json'}: no finished run of seed 1" in capsys.readouterr().err

@@ -62,6 +62,9 @@ def test_selection_band_alternation_cap_cut_and_balance():
     kept, counts = select(records + [long, odd], (0.1, 0.7), max_actions=4, fmt=F, seed=0)
     assert counts["too_many_actions"] == 1 and counts["positives"] == 2 and counts["negatives"] == 2
     assert counts["negatives_dropped"] == 1
+    # without the balance every negative stays
+    kept, counts = select(records + [long, odd], (0.1, 0.7), max_actions=4, fmt=F, seed=0, balance=False)
+    assert counts["positives"] == 2 and counts["negatives"] == 3 and counts["negatives_dropped"] == 0
 
 
 def test_dataset_baselines_by_hand():

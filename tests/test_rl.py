@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -331,14 +332,15 @@ def test_a_process_without_prompts_joins_with_weight_zero(policy):
 
 
 def test_offline_selects_and_trains_on_given_rollouts(policy):
-    """Rollouts already in OUT/rollouts.jsonl are not sampled again (a resumed run): hand-made ones
-    here, so that selection sees positives and negatives; then the real model trains on them."""
+    """Rollouts already in the sample set are not sampled again (a resumed or a second run): hand-made
+    ones here, so that selection sees positives and negatives; then the real model trains on them. The
+    set holds a third problem too, which these runs (--limit 2) leave out."""
     from s2r.settings_guard import guard_output, model_digest
     from s2r.train.offline import OfflineConfig, rollout_settings, run_offline
 
     root, model = policy
     out = root / "offline"
-    problems = list(arith.generate("train", 2, seed=0))
+    problems = list(arith.generate("train", 3, seed=0))
     rng = random.Random(1)
     rollouts = []
     for p in problems:
@@ -353,11 +355,13 @@ def test_offline_selects_and_trains_on_given_rollouts(policy):
                              "tokens": 40, "truncated": False, "text": text})
     rng.shuffle(rollouts)
     out.mkdir()
-    cfg = OfflineConfig(model, data=["arith:train"], limit=2, out=str(out), samples=4, band=[0.1, 0.7], batch_size=3,
-                        micro_batch_size=2, lr=1e-3, system="", template="plain", tensorboard=False, threads=1)
+    samples = root / "samples.jsonl"
+    cfg = OfflineConfig(model, data=["arith:train"], limit=2, out=str(out), rollouts=str(samples), samples=4,
+                        band=[0.1, 0.7], batch_size=3, micro_batch_size=2, lr=1e-3, system="", template="plain",
+                        tensorboard=False, threads=1)
     # as a run with these settings would have left them (settings_guard)
-    guard_output(out / "rollouts.jsonl", rollout_settings(cfg, arith.ArithTask()).record("s2r", model_digest(model)))
-    write_jsonl_atomic(out / "rollouts.jsonl", rollouts)
+    guard_output(samples, rollout_settings(cfg, arith.ArithTask()).record("s2r", model_digest(model)))
+    write_jsonl_atomic(samples, rollouts)
     run_offline(cfg)
     dataset = list(read_jsonl(out / "dataset.jsonl"))
     assert len(dataset) == 8  # accuracy 0.5 per prompt; 2 positives and 2 negatives each
@@ -367,6 +371,12 @@ def test_offline_selects_and_trains_on_given_rollouts(policy):
     assert json.loads((out / "offline.json").read_text())["finished"]
     run_offline(cfg)  # a second run reuses everything
     assert len(list(read_jsonl(out / "log.jsonl"))) == 3
+    # another run on the same sample set, every negative kept: nothing sampled, its own dataset
+    before = samples.read_bytes()
+    run_offline(replace(cfg, out=str(root / "offline-all"), balance=False, band=[0.0, 1.0], batch_size=8))
+    assert samples.read_bytes() == before
+    assert len(list(read_jsonl(root / "offline-all" / "dataset.jsonl"))) == 8
+    assert not (root / "offline-all" / "rollouts.jsonl").exists()
 
 
 def test_demo_rl_stage_wiring(policy, tmp_path, capsys):

@@ -26,11 +26,14 @@ Rows (docs/compare.md says what each is and where it departs from its paper):
     dpo-trajectories           DPO from the bi model on (right, wrong) S²R trajectory pairs
     r-tuning                   SFT with a certainty statement (sure / unsure) after the answer
 
-A killed compare resumes: each stage reuses its finished output (the demo's mechanism).
+A killed compare resumes: each stage reuses its finished output (the demo's mechanism). Seeds may run
+apart (`--seed 1 --out DIR` on one machine, `--seed 2 --out DIR` on another); `--collect true` then
+summarises the finished seeds in DIR without running anything.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -57,6 +60,8 @@ class CompareConfig(StageFields):
     out: str = arg("runs/compare", help="output folder: results.json, report.html, seed-S/")
     seed: list[int] = arg([0], help="seeds: each one's task splits, base model, sampling and training")
     trajectory_samples: int = arg(4, help="dpo-trajectories: sampled S²R trajectories of the bi model per training problem")
+    collect: bool = arg(False, help="run nothing: summarise the seeds' finished runs in OUT/seed-S/ (seeds run apart, "
+                                    "e.g. on several machines, then brought together)")
 
     def for_seed(self, seed: int) -> DemoConfig:
         """The demo's settings of one seed's stages."""
@@ -187,6 +192,26 @@ def compare_seed(cfg: DemoConfig, trajectory_samples: int = 4) -> Seed:
     return run
 
 
+def collected(cfg: DemoConfig) -> Seed:
+    """A seed's finished run as its OUT/seed-S/results.json and rows/ hold it (`--collect`)."""
+    run = Seed(cfg)
+    path = run.out / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no finished run of seed {cfg.seed} (run s2r compare --seed {cfg.seed} --out "
+                         f"{run.out.parent} first)")
+    result = json.loads(path.read_text())
+    if result.get("test_problems") != cfg.sized("test_problems"):
+        raise ValueError(f"{path}: seed {cfg.seed} ran on {result.get('test_problems')} test problems, not "
+                         f"{cfg.sized('test_problems')} (set --test-problems or --quick as it ran)")
+    missing = [name for name in ROWS if not (run.out / "rows" / f"{name}.jsonl").is_file()]
+    if missing:
+        raise ValueError(f"{path}: seed {cfg.seed} has no rows/ trajectories of {', '.join(missing)}")
+    run.seconds = result.get("seconds", {})
+    run.runs = {name: load_trajectories(str(run.out / "rows" / f"{name}.jsonl")) for name in ROWS}
+    run.votes = next((r.get("votes", 0) for r in result["rows"] if r["name"] == "majority"), 0)
+    return run
+
+
 def run_compare(cfg: CompareConfig) -> dict:
     from s2r.compare_report import KEYS, format_summary, render_compare
     from s2r.compare_stats import summarise
@@ -196,14 +221,15 @@ def run_compare(cfg: CompareConfig) -> dict:
     start = time.monotonic()
     rows, seconds, curves = {}, {}, {}
     for seed in cfg.seed:
-        run = compare_seed(cfg.for_seed(seed), cfg.trajectory_samples)
+        run = collected(cfg.for_seed(seed)) if cfg.collect else compare_seed(cfg.for_seed(seed), cfg.trajectory_samples)
         rows[str(seed)] = [{"name": n, "metrics": compute_metrics(rs)["overall"], **({"votes": run.votes} if n == "majority"
                                                                                         else {})} for n, rs in run.runs.items()]
         seconds[str(seed)] = {stage: round(t, 1) for stage, t in run.seconds.items()}
-        write_json_atomic(run.out / "results.json", {"seed": seed, "test_problems": cfg.sized("test_problems"),
-                                                     "rows": rows[str(seed)], "seconds": seconds[str(seed)]})
-        write_atomic(run.out / "report.html", render_report(f"s2r compare · embedded arithmetic · seed {seed}", run.runs,
-                                                            meta={"seed": seed}))
+        if not cfg.collect:
+            write_json_atomic(run.out / "results.json", {"seed": seed, "test_problems": cfg.sized("test_problems"),
+                                                         "rows": rows[str(seed)], "seconds": seconds[str(seed)]})
+            write_atomic(run.out / "report.html", render_report(f"s2r compare · embedded arithmetic · seed {seed}",
+                                                                run.runs, meta={"seed": seed}))
         print(f"seed {seed}\n{format_table(rows[str(seed)])}", file=sys.stderr)
         curves = curves or {"seed": seed, "runs": run.runs}  # risk–coverage curves of the first seed
     result = {"seeds": cfg.seed, "test_problems": cfg.sized("test_problems"), "rows": rows, "seconds": seconds}

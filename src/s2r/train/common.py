@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,10 +147,26 @@ def load_policy(cfg, device):
     return model
 
 
+@contextmanager
+def launched(cfg) -> Iterator[Distributed]:
+    """A training command's processes: torchrun's / accelerate's group (or one process; a group of one
+    under fsdp), each with its share of the CPU threads (cfg.threads, else cores ÷ processes); the
+    group is closed when the command ends, however it ends."""
+    import torch
+
+    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
+    try:
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+        yield dist_
+    finally:
+        dist_.close()
+
+
 def load_models(cfg, dist_: Distributed, ref_model: str | None = None):
-    """(trainable model, frozen reference or None, tokenizer); under fsdp both sharded. The reference
-    (`ref_model`, default cfg.model) is kept in bf16 when bf16 is on (no fp32 copy); with LoRA and
-    the default reference it is the model with its adapters disabled (none is returned)."""
+    """(trainable model, frozen reference or None, tokenizer), initialised after seeding torch with
+    cfg.seed; under fsdp both sharded. The reference (`ref_model`, default cfg.model) is kept in bf16
+    when bf16 is on (no fp32 copy); with LoRA and the default reference it is the model with its
+    adapters disabled (none is returned)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -157,6 +175,7 @@ def load_models(cfg, dist_: Distributed, ref_model: str | None = None):
     from s2r.train.sharding import shard
 
     hf_logging.disable_progress_bar()
+    torch.manual_seed(cfg.seed)
     device, bf16 = dist_.device, cfg.bf16_on(dist_.device)
     tokenizer = from_pretrained(AutoTokenizer, cfg.model, trust_remote_code=cfg.trust_remote_code)
     model = load_policy(cfg, device)

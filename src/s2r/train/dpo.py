@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING
 from s2r.config import arg, to_dict
 from s2r.jsonl import DataError, write_json_atomic
 from s2r.prompts import PromptConfig, messages_for, render_prompt
-from s2r.train.common import Distributed, TrainFields, checkpoint, finished, load_models, save_model, start_run
+from s2r.train.common import TrainFields, checkpoint, finished, launched, load_models, save_model, start_run
 from s2r.train.dpo_pairs import SOURCES, WEIGHTINGS, Pair
 from s2r.train.sft import SFTConfig, batch_order, lr_at, micro_batches
 
@@ -152,15 +151,12 @@ def run_dpo(cfg: DPOConfig) -> Path:
     pairs = load_pairs(cfg)
     from s2r.train.sharding import clip_grads, lockstep
 
-    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
-    try:
-        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+    with launched(cfg) as dist_:
         out = Path(cfg.out)
         key = cfg.key(hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest())
         info_path = out / "dpo.json"
         if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "DPO model"):
             return out / "model"
-        torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_)
         examples, too_long = encode_pairs(pairs, tokenizer, cfg)
         if too_long and dist_.main:
@@ -202,5 +198,3 @@ def run_dpo(cfg: DPOConfig) -> Path:
             print(f"wrote {out / 'model'} after {step} steps on {len(examples)} pairs", file=sys.stderr)
         dist_.barrier()
         return out / "model"
-    finally:
-        dist_.close()

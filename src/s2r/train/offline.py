@@ -1,7 +1,8 @@
 """`s2r offline`: offline RL from a fixed model's rollouts (docs/method.md §3, offline).
 
     1. sample N rollouts per prompt (default 8, temperature 0.8) with the `s2r` strategy from the
-       fixed model: OUT/rollouts.jsonl (resumable);
+       fixed model: OUT/rollouts.jsonl, or a sample set several runs share (--rollouts; resumable, and
+       refused if sampled with other settings);
     2. select (`select`, pure): keep prompts whose final-answer accuracy lies in the band (default
        [0.1, 0.7]); drop rollouts whose actions do not alternate solve / verify or exceed the action
        cap; cut positives (rollouts with a correct attempt) right after the first correct attempt that
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import sys
 import time
@@ -57,12 +57,16 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
                                             "its splits (default: arith:train)")
     level: str = arg("process", help="outcome (one part per rollout) or process (one part per action)")
     out: str = arg("runs/offline", help="output folder: rollouts.jsonl, dataset.jsonl, model/, log.jsonl, offline.json")
+    rollouts: str | None = arg(None, help="the sample set: a rollouts file several offline runs share (sampled into where "
+                                          "rollouts are missing, refused if sampled with other settings; default "
+                                          "OUT/rollouts.jsonl)")
     samples: int = arg(8, help="N, rollouts per prompt")
     temperature: float = arg(0.8, help="sampling temperature")
     max_tokens: int = arg(1024, help="token budget of a rollout")
     max_attempts: int = arg(4, help="attempts per rollout at most")
     band: list[float] = arg([0.1, 0.7], help="keep prompts whose final-answer accuracy lies in [low, high]")
     max_actions: int = arg(10, help="drop rollouts with more actions than this")
+    balance: bool = arg(True, help="keep at most as many negatives (no correct attempt) as positives per prompt (seeded)")
     group_by: str = arg("context", help="baselines over the dataset: by reward context, or by (accuracy bucket, position)")
     context: str = arg("full", help=f"group_by context: {', '.join(CONTEXTS)}")
     buckets: int = arg(5, help="group_by bucket: accuracy buckets of equal width")
@@ -81,7 +85,7 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
 
     def key(self, rollouts_digest: str) -> str:
         """What determines the trained weights: the settings and the rollouts."""
-        skip = ("out", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size", "backend",
+        skip = ("out", "rollouts", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size", "backend",
                 "gpu_memory_utilization", "enforce_eager", "max_model_len", *self.loading_options())  # the rollouts' digest covers them
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, rollouts_digest], sort_keys=True).encode()).hexdigest()[:16]
@@ -133,7 +137,7 @@ def cut_point(steps: list[Step]) -> int | None:
 
 
 def select(records: list[dict], band: tuple[float, float], max_actions: int, fmt: TrajectoryFormat,
-           seed: int) -> tuple[list[Kept], dict[str, int]]:
+           seed: int, balance: bool = True) -> tuple[list[Kept], dict[str, int]]:
     """The offline dataset (see the module docstring) and counts of what was left out and why."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
@@ -169,7 +173,7 @@ def select(records: list[dict], band: tuple[float, float], max_actions: int, fmt
             kept_one = Kept(r, text, steps, [(a.start, a.end) for a in actions], truncated, acc, eos)
             (positives if positive else negatives).append(kept_one)
         rng = random.Random(f"{seed}|{key[0]}|{key[1]}")
-        if len(negatives) > len(positives):
+        if balance and len(negatives) > len(positives):
             counts["negatives_dropped"] += len(negatives) - len(positives)
             negatives = sorted(rng.sample(negatives, len(positives)), key=lambda k: k.record["sample"])
         counts["positives"] += len(positives)
@@ -226,8 +230,6 @@ def rollout_settings(cfg: OfflineConfig, task):
 
 
 def run_offline(cfg: OfflineConfig) -> Path:
-    import torch
-
     from s2r.solve import solve_resumable
     from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
     from s2r.models.hf import TransformersBackend
@@ -236,7 +238,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.loop import loop_written
     from s2r.tasks import grading_task
     from s2r.train.batching import encode_parts
-    from s2r.train.common import Distributed, checkpoint, finished, load_models, save_model, start_run
+    from s2r.train.common import checkpoint, finished, launched, load_models, save_model, start_run
     from s2r.train.ppo import Rollout, rl_accumulate, score_tokens
     from s2r.train.sharding import clip_grads, lockstep
 
@@ -247,15 +249,13 @@ def run_offline(cfg: OfflineConfig) -> Path:
     problems = [(d.name, p) for d in datasets for p in d.problems]
     if not problems:
         raise ValueError(f"no problems in {', '.join(d.name for d in datasets)}")
-    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
-    try:
-        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+    with launched(cfg) as dist_:
         prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
-        # 1. rollouts (process 0 samples; the others wait)
-        rollouts_path = out / "rollouts.jsonl"
+        # 1. rollouts (process 0 samples; the others wait); a shared sample set may hold more than this run's
+        rollouts_path = Path(cfg.rollouts) if cfg.rollouts else out / "rollouts.jsonl"
+        jobs = [(b, p, k) for b, p in problems for k in range(cfg.samples)]
         if dist_.main:
             settings = rollout_settings(cfg, grading_task(datasets))
-            jobs = [(b, p, k) for b, p in problems for k in range(cfg.samples)]
             def sampler():
                 if cfg.backend == "vllm":
                     from s2r.models.vllm_backend import VLLMBackend
@@ -266,9 +266,10 @@ def run_offline(cfg: OfflineConfig) -> Path:
             solve_resumable(rollouts_path, jobs, "s2r", settings, desc="offline rollouts", chunk=cfg.generation_batch_size,
                             model=model_digest(cfg.model), backend_factory=sampler)
         dist_.barrier()
-        records = list(read_jsonl(rollouts_path))
+        mine = {(b, str(p.id), k) for b, p, k in jobs}
+        records = [r for r in read_jsonl(rollouts_path) if (r["benchmark"], str(r["id"]), r["sample"]) in mine]
         # 2-3. selection and advantages
-        kept, counts = select(records, (cfg.band[0], cfg.band[1]), cfg.max_actions, cfg.fmt, cfg.seed)
+        kept, counts = select(records, (cfg.band[0], cfg.band[1]), cfg.max_actions, cfg.fmt, cfg.seed, cfg.balance)
         rewards, advantages, baselines = dataset_advantages(kept, cfg.level, cfg.group_by, cfg.context, cfg.buckets,
                                                             cfg.verify_bonus, cfg.flip_bonus, cfg.gamma)
         if dist_.main:
@@ -279,12 +280,11 @@ def run_offline(cfg: OfflineConfig) -> Path:
                 for k, r, a in zip(kept, rewards, advantages)])
         if not kept:
             raise NoOfflineData(f"no rollout passed the selection ({counts}); widen --band or sample more")
-        key = cfg.key(hashlib.sha256(rollouts_path.read_bytes()).hexdigest())
+        key = cfg.key(hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest())
         info_path = out / "offline.json"
         if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "offline-RL model"):
             return out / "model"
         # 4. training
-        torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_)
         by_id = {(b, str(p.id)): p for b, p in problems}
         data = []
@@ -335,5 +335,3 @@ def run_offline(cfg: OfflineConfig) -> Path:
             print(f"wrote {out / 'model'} after {step} steps on {len(data)} rollouts", file=sys.stderr)
         dist_.barrier()
         return out / "model"
-    finally:
-        dist_.close()

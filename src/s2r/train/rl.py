@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
 import sys
 import time
@@ -53,7 +52,7 @@ from s2r.train.advantages import (
     outcome_reward,
     process_rewards,
 )
-from s2r.train.common import Distributed, TrainFields, checkpoint, finished, load_models, save_model, start_run
+from s2r.train.common import TrainFields, checkpoint, finished, launched, load_models, save_model, start_run
 from s2r.train.ppo import PolicyLoss, Rollout, score_tokens, update_policy
 
 LIVE = ("eval/acc_first", "eval/acc_final", "eval/i2c", "eval/c2i", "verify/tpr", "verify/tnr", "verify/unparsable",
@@ -206,8 +205,6 @@ def make_rollouts(records: list[dict], prompts: list[str], tokenizer, level: str
 
 
 def run_rl(cfg: RLConfig) -> Path:
-    import torch
-
     from s2r.grader import Grader
     from s2r.metrics import compute_metrics
     from s2r.models.backend import SamplingParams
@@ -220,16 +217,13 @@ def run_rl(cfg: RLConfig) -> Path:
 
     cfg.check()
     cfg = cfg.from_model(cfg.model)
-    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
-    try:
-        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+    with launched(cfg) as dist_:
         out = Path(cfg.out)
         datasets, problems, digest = problem_set(cfg)
         key = cfg.key(digest)
         info_path = out / "rl.json"
         if finished(info_path, key, lambda info: info.get("iterations", 0) >= cfg.iterations, dist_.main, "RL model"):
             return out / "model"
-        torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_)
         run = start_run(cfg, out, key, model, dist_, "iteration", cfg.iterations, f"rl ({cfg.level})", "iteration")
         iteration, state, log = run.done, run.state.get("baselines", {}), run.log
@@ -305,5 +299,3 @@ def run_rl(cfg: RLConfig) -> Path:
         dist_.barrier()
         backend.close()  # last: a vLLM engine's shutdown also tears down the process group it joined
         return out / "model"
-    finally:
-        dist_.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -214,8 +213,6 @@ def make_rollouts(records: list[dict | None], turns, first_prompts: list[str], t
 
 
 def run_score(cfg: ScoreConfig) -> Path:
-    import torch
-
     from s2r.grader import Grader
     from s2r.jsonl import write_json_atomic, write_jsonl_atomic
     from s2r.loop import Settings
@@ -224,23 +221,20 @@ def run_score(cfg: ScoreConfig) -> Path:
     from s2r.models.hf import TransformersBackend
     from s2r.prompts import PromptConfig, messages_for, render_prompt
     from s2r.tasks import grading_task
-    from s2r.train.common import Distributed, checkpoint, finished, load_models, save_model, start_run
+    from s2r.train.common import checkpoint, finished, launched, load_models, save_model, start_run
     from s2r.train.ppo import score_tokens, update_policy
     from s2r.train.rl import grader_failures, iteration_prompts, problem_set
     from s2r.train.sharding import unsharded
 
     cfg.check()
     cfg = cfg.from_model(cfg.model, review_prompt=INSTRUCTION)  # --review-prompt, else s2r.json's, else SCoRe's
-    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
-    try:
-        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+    with launched(cfg) as dist_:
         out = Path(cfg.out)
         datasets, problems, digest = problem_set(cfg)
         key = cfg.key(digest)
         info_path = out / "score.json"
         if finished(info_path, key, lambda info: info.get("iterations", 0) >= cfg.iterations, dist_.main, "SCoRe model"):
             return out / "model"
-        torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_, cfg.ref_model)
         run = start_run(cfg, out, key, model, dist_, "iteration", cfg.iterations, f"score (stage {cfg.stage})", "iteration")
         iteration, log = run.done, run.log
@@ -301,5 +295,3 @@ def run_score(cfg: ScoreConfig) -> Path:
             print(f"wrote {out / 'model'} after {iteration} iterations of SCoRe stage {cfg.stage}", file=sys.stderr)
         dist_.barrier()
         return out / "model"
-    finally:
-        dist_.close()

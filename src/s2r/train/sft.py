@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from s2r.config import arg, to_dict
 from s2r.jsonl import DataError, has_surrogate, iter_jsonl, wrong_field, write_json_atomic
 from s2r.prompts import PromptConfig, messages_for, render_prompt
-from s2r.train.common import Distributed, TrainFields, checkpoint, finished, load_models, save_model, start_run
+from s2r.train.common import TrainFields, checkpoint, finished, launched, load_models, save_model, start_run
 
 
 @dataclass
@@ -209,16 +208,13 @@ def run_sft(cfg: SFTConfig) -> Path:
 
     records = read_records(cfg.data)  # bad data stops here, before any model is loaded
     cfg = cfg.from_model(cfg.model)
-    dist_ = Distributed(cfg.device, group=cfg.strategy == "fsdp")
-    try:
-        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist_.world))
+    with launched(cfg) as dist_:
         out = Path(cfg.out)
         data_digest = hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest()
         key = cfg.key(data_digest)
         info_path = out / "sft.json"
         if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "fine-tuned model"):
             return out / "model"
-        torch.manual_seed(cfg.seed)
         model, ref, tokenizer = load_models(cfg, dist_)
         examples, too_long = encode_records(cfg.data, records, tokenizer, cfg)
         if too_long and dist_.main:
@@ -263,5 +259,3 @@ def run_sft(cfg: SFTConfig) -> Path:
             print(f"wrote {out / 'model'} after {step} steps", file=sys.stderr)
         dist_.barrier()
         return out / "model"
-    finally:
-        dist_.close()
