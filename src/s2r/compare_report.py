@@ -118,11 +118,12 @@ def scatter_chart(points: dict[str, tuple[float, float, float | None, float | No
             out.append(f'<path d="M{a:.1f},{b_lo:.1f}V{b_hi:.1f}M{a - 4:.1f},{b_lo:.1f}h8M{a - 4:.1f},{b_hi:.1f}h8" '
                        f'stroke="{color}" fill="none"/>')
         span = f" [{lo:.1%}, {hi:.1%}]" if lo is not None and hi is not None else ""
+        label = name[:24]
+        left_of = a + 6 + 6.5 * len(label) > left + plot_w  # would run off the plot: the label goes left of its point
+        anchor = ' text-anchor="end"' if left_of else ""
         out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4" fill="{color}"><title>{escape(name)}: '
                    f'{x:.4g}, {y:.1%}{span}</title></circle>'
-                   + (f'<text x="{a - 6:.1f}" y="{b - 5:.1f}" text-anchor="end" fill="{color}">'  # would run off: to the left
-                      if a + 6 + 6.5 * len(name[:24]) > left + plot_w else f'<text x="{a + 6:.1f}" y="{b - 5:.1f}" fill="{color}">')
-                   + f'{escape(name[:24])}</text>')
+                   f'<text x="{a - 6 if left_of else a + 6:.1f}" y="{b - 5:.1f}"{anchor} fill="{color}">{escape(label)}</text>')
     return "".join(out) + "</svg>"
 
 
