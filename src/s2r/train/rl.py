@@ -41,7 +41,7 @@ from s2r.format import SOLVE, MarkerFields
 from s2r.records import Trajectory, graded_steps
 from s2r.grader import grader_failed
 from s2r.jsonl import write_json_atomic, write_jsonl_atomic
-from s2r.models.vllm_backend import VLLMFields
+from s2r.models.vllm_backend import ENGINE_SETTINGS, VLLMFields
 from s2r.loop import loop_written
 from s2r.tasks import DataFields
 from s2r.train.advantages import (
@@ -100,7 +100,7 @@ class RLConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     def key(self, data_digest: str) -> str:
         """What determines the trained weights (not where they go or how fast)."""
         skip = ("out", "iterations", "ckpt_every", "device", "threads", "tensorboard", "generation_batch_size",
-                "gpu_memory_utilization", "enforce_eager", "max_model_len", "save_rollouts", *self.loading_options())
+                *ENGINE_SETTINGS, "save_rollouts", *self.loading_options())
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha256(json.dumps([fields, data_digest], sort_keys=True).encode()).hexdigest()[:16]
 
