@@ -111,3 +111,21 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path, capsys):
         taken.close()
     err = capsys.readouterr().err.strip()
     assert err == f"s2r serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_a_chat_reply_starts_after_the_models_assistant_prefix(tmp_path):
+    """A mistake-tuned model is served as it is evaluated: its first assistant turn starts with the tag."""
+    from s2r.models.hf import TransformersBackend
+    from s2r.prompts import PromptConfig, write_model_prompt
+    from s2r.serve import ServeConfig, Server
+    from s2r.serve_schema import ChatRequest
+
+    assert main(["tiny-model", str(tmp_path), "--chat-template", "true"]) == 0
+    write_model_prompt(tmp_path, PromptConfig(system="", template="plain", assistant_prefix="[Correct rationale]\n"))
+    server = Server(ServeConfig(model=str(tmp_path)), TransformersBackend.from_pretrained(str(tmp_path), device="cpu"))
+    first = [{"role": "user", "content": "1+1"}]
+    (prompt, _), = server.prepare(ChatRequest(messages=first, max_tokens=4))
+    assert prompt == "Question: 1+1\nAnswer:\n[Correct rationale]\n"
+    later = [*first, {"role": "assistant", "content": "2"}, {"role": "user", "content": "Sure?"}]
+    (prompt, _), = server.prepare(ChatRequest(messages=later, max_tokens=4))
+    assert prompt == "Question: 1+1\nAnswer:\n2\n\nQuestion: Sure?\nAnswer:\n"

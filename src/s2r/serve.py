@@ -25,7 +25,7 @@ from pathlib import Path
 
 from s2r.config import arg
 from s2r.models.backend import Completion, SamplingParams
-from s2r.prompts import PromptConfig, SystemTemplateFields, render_prompt
+from s2r.prompts import PromptConfig, SystemTemplateFields, model_prompt, render_prompt
 from s2r.serve_schema import ChatRequest, CompletionRequest, error_body, validation_error_body
 
 
@@ -99,6 +99,7 @@ class Server:
         self.batcher = Batcher(backend, cfg.batch_size, cfg.batch_wait_ms / 1000)
         own = cfg.from_model(cfg.model, system="", template="auto")  # the model folder's s2r.json, else none and auto
         self.chat_prompt = PromptConfig(system=own.system, template=own.template)
+        self.assistant_prefix = model_prompt(cfg.model).get("assistant_prefix", "")  # e.g. mistake tuning's tag
         # a copy for request threads (a fast tokenizer must not be used by two threads at once; the
         # batcher thread owns the backend's), used under a lock
         self.tokenizer, self.lock = copy.deepcopy(backend.tokenizer), threading.Lock()
@@ -138,6 +139,8 @@ class Server:
                     prompts = [render_prompt(messages, self.chat_prompt, self.tokenizer)]
                 except Exception as e:  # a chat template may refuse a conversation (jinja's raise_exception)
                     raise ApiError(400, f"the chat template refused these messages: {e}", "messages") from None
+                if all(m["role"] != "assistant" for m in messages):  # the first assistant turn, as the model was evaluated
+                    prompts = [p + self.assistant_prefix for p in prompts]
                 max_tokens, default, param = (req.max_completion_tokens or req.max_tokens,
                                               self.cfg.max_tokens_default, "messages")
             else:
