@@ -275,6 +275,15 @@ def test_orl_with_k3_and_lora(policy):
     assert (Path(cfg.out) / "adapter" / "adapter_config.json").exists()
 
 
+def test_rollouts_start_after_the_assistant_prefix_and_the_model_keeps_it(policy):
+    """A model prompted with a prefix (mistake tuning's tag) is trained as it is evaluated."""
+    cfg = _cfg(policy, "prefix", iterations=1, updates=1, save_rollouts=True, assistant_prefix="[Correct rationale]\n")
+    run_rl(cfg)
+    saved = list(read_jsonl(Path(cfg.out) / "rollouts" / "000001.jsonl"))
+    assert saved and all(r["prompt"].endswith("Answer:\n[Correct rationale]\n") for r in saved)
+    assert json.loads((Path(cfg.out) / "model" / "s2r.json").read_text())["assistant_prefix"] == "[Correct rationale]\n"
+
+
 def test_later_epochs_reuse_the_rollouts_under_the_clip(policy):
     one = _cfg(policy, "epochs1", iterations=2, updates=1, lr=1e-2)
     three = _cfg(policy, "epochs3", iterations=2, updates=1, lr=1e-2, epochs=3)

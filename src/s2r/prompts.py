@@ -118,6 +118,12 @@ def messages_for(problem: str, cfg: PromptConfig) -> list[dict[str, str]]:
     return msgs + [{"role": "user", "content": problem}]
 
 
+def problem_prompt(problem: str, cfg: PromptConfig, tokenizer=None) -> str:
+    """The text a trainer's completion of `problem` follows: the rendered prompt, then the assistant
+    prefix the model writes on after (as loop.render_all prompts the first assistant turn)."""
+    return render_prompt(messages_for(problem, cfg), cfg, tokenizer) + cfg.assistant_prefix
+
+
 def render_prompt(messages: list[dict[str, str]], cfg: PromptConfig, tokenizer=None) -> str:
     """The text after which the assistant's next message begins."""
     if cfg.template not in ("auto", "chat", "plain"):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from s2r.config import arg, to_dict
 from s2r.jsonl import DataError, write_json_atomic
-from s2r.prompts import PromptConfig, messages_for, render_prompt
+from s2r.prompts import problem_prompt
 from s2r.train.common import TrainFields, checkpoint, finished, launched, load_models, save_model, start_run
 from s2r.train.dpo_pairs import SOURCES, WEIGHTINGS, Pair
 from s2r.train.sft import SFTConfig, batch_order, lr_at, micro_batches
@@ -70,10 +70,10 @@ def encode_pairs(pairs: list[Pair], tokenizer, cfg: DPOConfig) -> tuple[list[Exa
     """Token ids and loss masks (completion + EOS) of each pair, and how many were too long (left out)."""
     from s2r.train.batching import encode
 
-    prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
+    prompt_cfg = cfg.prompt_config()
     examples, too_long = [], 0
     for p in pairs:
-        prompt = render_prompt(messages_for(p.problem, prompt_cfg), prompt_cfg, tokenizer)
+        prompt = problem_prompt(p.problem, prompt_cfg, tokenizer)
         (c, cm), (r, rm) = encode(tokenizer, prompt, p.chosen), encode(tokenizer, prompt, p.rejected)
         if max(len(c), len(r)) > cfg.max_length:
             too_long += 1

@@ -221,11 +221,10 @@ def dataset_advantages(kept: list[Kept], level: str, group_by: str, context: str
 def rollout_settings(cfg: OfflineConfig, task):
     """The settings the fixed model samples its rollouts with (cfg's prompt already resolved)."""
     from s2r.models.backend import SamplingParams
-    from s2r.prompts import PromptConfig
     from s2r.loop import Settings
 
     return Settings(max_tokens=cfg.max_tokens, max_attempts=cfg.max_attempts, fmt=cfg.fmt, task=task,
-                    prompt=PromptConfig(system=cfg.system, template=cfg.template),
+                    prompt=cfg.prompt_config(),
                     params=SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed))
 
 
@@ -233,7 +232,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.solve import solve_resumable
     from s2r.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
     from s2r.models.hf import TransformersBackend
-    from s2r.prompts import PromptConfig, messages_for, render_prompt
+    from s2r.prompts import problem_prompt
     from s2r.settings_guard import model_digest
     from s2r.loop import loop_written
     from s2r.tasks import grading_task
@@ -250,7 +249,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
     if not problems:
         raise ValueError(f"no problems in {', '.join(d.name for d in datasets)}")
     with launched(cfg) as dist_:
-        prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
+        prompt_cfg = cfg.prompt_config()
         # 1. rollouts (process 0 samples; the others wait); a shared sample set may hold more than this run's
         rollouts_path = Path(cfg.rollouts) if cfg.rollouts else out / "rollouts.jsonl"
         jobs = [(b, p, k) for b, p in problems for k in range(cfg.samples)]
@@ -290,7 +289,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
         data = []
         for k, adv in zip(kept, advantages):
             p = by_id[(k.record["benchmark"], str(k.record["id"]))]
-            prompt = render_prompt(messages_for(p.problem, prompt_cfg), prompt_cfg, tokenizer)
+            prompt = problem_prompt(p.problem, prompt_cfg, tokenizer)
             spans = [(0, len(k.text))] if cfg.level == "outcome" else k.spans
             ids, parts = encode_parts(tokenizer, prompt, k.text, spans, add_eos=k.eos,
                                       skip=loop_written(k.record))

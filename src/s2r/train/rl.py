@@ -209,7 +209,7 @@ def run_rl(cfg: RLConfig) -> Path:
     from s2r.metrics import compute_metrics
     from s2r.models.backend import SamplingParams
     from s2r.models.hf import TransformersBackend
-    from s2r.prompts import PromptConfig, messages_for, render_prompt
+    from s2r.prompts import problem_prompt
     from s2r.loop import Settings, solve_problems
     from s2r.tasks import grading_task
 
@@ -228,7 +228,7 @@ def run_rl(cfg: RLConfig) -> Path:
         run = start_run(cfg, out, key, model, dist_, "iteration", cfg.iterations, f"rl ({cfg.level})", "iteration")
         iteration, state, log = run.done, run.state.get("baselines", {}), run.log
         autocast, run_log = run.autocast, run.run_log
-        prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template)
+        prompt_cfg = cfg.prompt_config()
         if cfg.backend == "vllm":
             from s2r.train.rl_vllm import colocated_engine, push_policy
 
@@ -261,7 +261,7 @@ def run_rl(cfg: RLConfig) -> Path:
                 model.train()
                 by_job = {(r["id"], r["sample"]): r for r in records}  # a failed generation (errors) has none
                 ordered = [by_job.get((p.id, k)) for _, p, k in jobs]
-                prompts = [render_prompt(messages_for(problems[i][1].problem, prompt_cfg), prompt_cfg, tokenizer) for i in mine]
+                prompts = [problem_prompt(problems[i][1].problem, prompt_cfg, tokenizer) for i in mine]
                 rollouts, state, observed, left_out = make_rollouts(
                     ordered, prompts, tokenizer, cfg.level, cfg.fmt, state, cfg.advantage_settings(), cfg.samples,
                     stats_reduce=dist_.merge_stats, mixed_only=cfg.mixed_only)

@@ -157,9 +157,9 @@ def two_turns(backend, conversations: list[list[dict]], s):
     from s2r.loop import render_all, run_single
 
     first = run_single(backend, conversations, s)
-    convs = [conv + [{"role": "assistant", "content": r.text.strip()}, {"role": "user", "content": s.prompt.review_prompt}]
-             for conv, r in zip(conversations, first)]
-    second_prompts = render_all(backend, convs, s)
+    convs = [conv + [{"role": "assistant", "content": s.prompt.assistant_prefix + r.text.strip()},
+                     {"role": "user", "content": s.prompt.review_prompt}] for conv, r in zip(conversations, first)]
+    second_prompts = render_all(backend, convs, s, first=False)
     second = backend.complete(second_prompts, replace(s.params, max_tokens=s.max_tokens))
     return [None if r1.error or c.finish_reason == "error" else (r1, r1.text.strip(), p2, c)
             for r1, p2, c in zip(first, second_prompts, second)]
@@ -219,7 +219,7 @@ def run_score(cfg: ScoreConfig) -> Path:
     from s2r.metrics import compute_metrics
     from s2r.models.backend import SamplingParams
     from s2r.models.hf import TransformersBackend
-    from s2r.prompts import PromptConfig, messages_for, render_prompt
+    from s2r.prompts import messages_for, problem_prompt
     from s2r.tasks import grading_task
     from s2r.train.common import checkpoint, finished, launched, load_models, save_model, start_run
     from s2r.train.ppo import score_tokens, update_policy
@@ -238,7 +238,7 @@ def run_score(cfg: ScoreConfig) -> Path:
         model, ref, tokenizer = load_models(cfg, dist_, cfg.ref_model)
         run = start_run(cfg, out, key, model, dist_, "iteration", cfg.iterations, f"score (stage {cfg.stage})", "iteration")
         iteration, log = run.done, run.log
-        prompt_cfg = PromptConfig(system=cfg.system, template=cfg.template, review_prompt=cfg.review_prompt)
+        prompt_cfg = cfg.prompt_config()
         backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
         start = time.monotonic()
         with Grader(workers=1) as grader:
@@ -255,8 +255,7 @@ def run_score(cfg: ScoreConfig) -> Path:
                 gen_seconds = time.monotonic() - t0
                 model.train()
                 records = graded_records(jobs, turns, settings, grader)
-                first_prompts = [render_prompt(messages_for(problems[i][1].problem, prompt_cfg), prompt_cfg, tokenizer)
-                                 for i in mine]
+                first_prompts = [problem_prompt(problems[i][1].problem, prompt_cfg, tokenizer) for i in mine]
                 rollouts, left_out = make_rollouts(records, turns, first_prompts, tokenizer, cfg, cfg.samples)
                 score_tokens(model, ref, rollouts, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, run.autocast,
                              cfg.temperature, dist_=dist_ if cfg.strategy == "fsdp" else None)  # π_old too: its KL per attempt
