@@ -416,3 +416,5 @@ def test_demo_rl_stage_wiring(policy, tmp_path, capsys):
         assert config["data"] == data and config["kl_coef"] == beta
     if "offline" not in models:
         assert "the offline row is left out" in capsys.readouterr().err
+    # offline RL sampled the problems the demo asked for (the recipe's limit when it does not ask), × 8
+    assert len(list(read_jsonl(tmp_path / "rl" / "offline" / "rollouts.jsonl"))) == 2 * 8

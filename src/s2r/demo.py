@@ -90,7 +90,8 @@ class DemoConfig(StageFields):
                                     "trajectory ends wrong or needs ≥ 3 attempts for); PRL trains on all of them")
     screen_problems: int = arg(1000, help="--rl-hard: training problems (after BI's) the bi model solves to find its "
                                           "hard ones (--quick 150)")
-    offline_problems: int = arg(64, help="offline: training problems (× 8 samples; --quick 16)")
+    offline_problems: int | None = arg(None, help="offline: training problems (× 8 samples; default: the offline recipe's "
+                                                  "limit; --quick at most 16)")
 
 
 def base_config(cfg: DemoConfig) -> BaseConfig:
@@ -175,8 +176,9 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path, offl
     if not offline:
         return models
     try:
-        models["offline"] = run_offline(recipes.load(OfflineConfig, "arith/offline", **mine, limit=cfg.sized("offline_problems"),
-                                                     out=str(stage / "offline")))
+        offline = recipes.load(OfflineConfig, "arith/offline", **mine, out=str(stage / "offline"))
+        limit = cfg.offline_problems or offline.limit
+        models["offline"] = run_offline(replace(offline, limit=min(limit, QUICK["offline_problems"]) if cfg.quick else limit))
     except NoOfflineData as e:
         print(f"warning: the offline row is left out: {e}", file=sys.stderr)
     return models
