@@ -226,7 +226,7 @@ def _cfg(policy, out, **kw):
     root, model = policy
     base = dict(model=model, data=["arith:train"], limit=24, out=str(root / out), iterations=5, prompts=4, samples=3,
                 max_tokens=240, updates=2, micro_batch_size=4, lr=2e-3, kl_coef=0.05, system="", template="plain",
-                tensorboard=False, threads=1, ckpt_every=1, temperature=1.0)
+                tensorboard=False, threads=1, ckpt_every=1, temperature=1.0, grader_timeout=30.0)  # no grader timeout on a busy machine
     return RLConfig(**{**base, **kw})
 
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 from s2r.config import arg, to_dict
 from s2r.jsonl import DataError, write_json_atomic
 from s2r.prompts import problem_prompt
-from s2r.train.common import TrainFields, checkpoint, finished, launched, load_models, save_model, start_run
+from s2r.train.common import TrainFields, checkpoint, finished, launched, load_models, save_model
 from s2r.train.dpo_pairs import SOURCES, WEIGHTINGS, Pair
-from s2r.train.sft import SFTConfig, batch_order, lr_at, micro_batches
+from s2r.train.sft import SFTConfig, lr_at, micro_batches, plan_steps, set_lr
 
 if TYPE_CHECKING:
     import torch
@@ -149,7 +149,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
     import torch
 
     pairs = load_pairs(cfg)
-    from s2r.train.sharding import clip_grads, lockstep
+    from s2r.train.sharding import optimiser_step, lockstep
 
     with launched(cfg) as dist_:
         out = Path(cfg.out)
@@ -159,11 +159,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
             return out / "model"
         model, ref, tokenizer = load_models(cfg, dist_)
         examples, too_long = encode_pairs(pairs, tokenizer, cfg)
-        if too_long and dist_.main:
-            print(f"warning: {too_long} pairs longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
-        steps = batch_order(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
-        last = min(len(steps), cfg.max_steps or len(steps))
-        run = start_run(cfg, out, key, model, dist_, "step", last, "dpo")
+        steps, last, run = plan_steps(cfg, len(examples), too_long, "pairs", out, key, model, dist_, "dpo")
         step, log = run.done, run.log
         model.train()
         start = time.monotonic()
@@ -173,14 +169,10 @@ def run_dpo(cfg: DPOConfig) -> Path:
             # 2 sequences a pair; a process with fewer micro-batches (or none) joins with zero-weight ones
             micros, scales = lockstep(micro_batches(batch, dist_.rank, dist_.world, max(1, cfg.micro_batch_size // 2)),
                                       batch[:1], dist_, cfg.strategy == "fsdp")
-            lr = lr_at(step, len(steps), cfg)
-            for group in run.opt.param_groups:
-                group["lr"] = lr
+            lr = set_lr(run.opt, lr_at(step, len(steps), cfg))
             loss, won, margin = dist_.sum(accumulate(run.ddp, model, ref, micros, total_weight, cfg.beta, dist_.world, scales,
                                                      tokenizer.pad_token_id, dist_.device, run.autocast))
-            grad_norm = clip_grads(run.params, cfg.grad_clip)
-            run.opt.step()
-            run.opt.zero_grad(set_to_none=True)
+            grad_norm = optimiser_step(run.opt, run.params, cfg.grad_clip)
             step += 1
             record = {"step": step, "epoch": (step - 1) // math.ceil(len(examples) / cfg.batch_size), "train/loss": loss,
                       "train/reward_acc": won / len(batch), "train/reward_margin": margin / len(batch), "lr": lr,

@@ -81,6 +81,7 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     backend: str = arg("transformers", help="samples the rollouts: transformers or vllm")
     seed: int = arg(0, help="seed of sampling, negative balancing and the data order")
+    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a grader failure, and its prompt is left out)")
     ckpt_every: int = arg(50, help="steps between checkpoints")
 
     def key(self, rollouts_digest: str) -> str:
@@ -239,7 +240,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.train.batching import encode_parts
     from s2r.train.common import checkpoint, finished, launched, load_models, save_model, start_run
     from s2r.train.ppo import Rollout, rl_accumulate, score_tokens
-    from s2r.train.sharding import clip_grads, lockstep
+    from s2r.train.sharding import optimiser_step, lockstep
 
     cfg.check()
     cfg = cfg.from_model(cfg.model)
@@ -263,7 +264,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
                 return TransformersBackend.from_pretrained(cfg.model, batch_size=cfg.generation_batch_size, device=str(dist_.device))
 
             solve_resumable(rollouts_path, jobs, "s2r", settings, desc="offline rollouts", chunk=cfg.generation_batch_size,
-                            model=model_digest(cfg.model), backend_factory=sampler)
+                            model=model_digest(cfg.model), backend_factory=sampler, grader_timeout=cfg.grader_timeout)
         dist_.barrier()
         mine = {(b, str(p.id), k) for b, p, k in jobs}
         records = [r for r in read_jsonl(rollouts_path) if (r["benchmark"], str(r["id"]), r["sample"]) in mine]
@@ -314,9 +315,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
                                        batch[:1], dist_, cfg.strategy == "fsdp")
             stats = rl_accumulate(ddp, micros, n_parts, max(1, n_tokens), cfg.policy_loss(), dist_.world, weights,
                                   tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device)).summed(dist_)
-            grad_norm = clip_grads(params, cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            grad_norm = optimiser_step(opt, params, cfg.grad_clip)
             step += 1
             record = {"step": step, "train/loss": stats.surrogate_sum / n_parts + cfg.kl_coef * stats.k3_sum / max(1, n_tokens),
                       "train/clip_frac": stats.clipped_parts / n_parts, "train/kl": stats.k3_sum / max(1, n_tokens),

@@ -181,7 +181,7 @@ def update_policy(run, rollouts: list[Rollout], cfg, loss: PolicyLoss, dist_, pa
     Returns the PolicyStats summed over steps and processes, and the parts trained."""
     import random
 
-    from s2r.train.sharding import clip_grads, lockstep
+    from s2r.train.sharding import optimiser_step, lockstep
 
     shares = []
     for epoch in range(cfg.epochs):
@@ -202,8 +202,6 @@ def update_policy(run, rollouts: list[Rollout], cfg, loss: PolicyLoss, dist_, pa
                                    spare, dist_, cfg.strategy == "fsdp")  # the spare at weight 0
         stats = rl_accumulate(run.ddp, micros, n_parts, max(1, n_tokens), loss, dist_.world, weights, pad_id, dist_.device,
                               run.autocast).summed(dist_)
-        clip_grads(run.params, cfg.grad_clip)
-        run.opt.step()
-        run.opt.zero_grad(set_to_none=True)
+        optimiser_step(run.opt, run.params, cfg.grad_clip)
         totals, parts_total = totals + stats, parts_total + n_parts
     return totals, parts_total

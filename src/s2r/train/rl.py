@@ -90,6 +90,7 @@ class RLConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
                                        "wrong (DAPO's dynamic sampling): the others have RLOO advantage 0")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     seed: int = arg(0, help="seed of the prompt order and of sampling")
+    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a grader failure, and its prompt group is left out of the update)")
     backend: str = arg("transformers", help="rollouts from the trained model itself (transformers) or from a vLLM "
                                             "engine in this process that gets its weights before each iteration (vllm)")
     tis_cap: float = arg(2.0, help="vllm: cap C of the truncated importance weight min(π_old / π_vllm, C) per token")
@@ -236,7 +237,7 @@ def run_rl(cfg: RLConfig) -> Path:
         else:
             backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
         start = time.monotonic()
-        with Grader(workers=1) as grader:
+        with Grader(timeout=cfg.grader_timeout, workers=1) as grader:
             while iteration < cfg.iterations:
                 mine = iteration_prompts(len(problems), cfg.prompts, iteration, cfg.seed)[dist_.rank :: dist_.world]
                 jobs = [(problems[i][0], problems[i][1], k) for i in mine for k in range(cfg.samples)]

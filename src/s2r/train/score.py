@@ -58,6 +58,7 @@ class ScoreConfig(TrainFields, MarkerFields, DataFields):
     clip_eps: float = arg(0.2, help="ε of the clipped per-part surrogate")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     seed: int = arg(0, help="seed of the prompt order and of sampling")
+    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a grader failure, and its rollout is left out of the update)")
     ckpt_every: int = arg(10, help="iterations between checkpoints")
     save_rollouts: bool = arg(False, help="write each iteration's graded rollouts with their advantages to "
                                           "OUT/rollouts/NNNNNN.jsonl")
@@ -241,7 +242,7 @@ def run_score(cfg: ScoreConfig) -> Path:
         prompt_cfg = cfg.prompt_config()
         backend = TransformersBackend(model, tokenizer, batch_size=cfg.generation_batch_size)
         start = time.monotonic()
-        with Grader(workers=1) as grader:
+        with Grader(timeout=cfg.grader_timeout, workers=1) as grader:
             while iteration < cfg.iterations:
                 mine = iteration_prompts(len(problems), cfg.prompts, iteration, cfg.seed)[dist_.rank :: dist_.world]
                 jobs = [(problems[i][0], problems[i][1], k) for i in mine for k in range(cfg.samples)]

@@ -65,6 +65,23 @@ def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def plan_steps(cfg: SFTConfig, n: int, too_long: int, what: str, out: Path, key: str, model, dist_, desc: str):
+    """The run's optimiser steps over n examples (batch_order), the number this call takes (max_steps), and the
+    run set up (start_run, resumed where OUT has its checkpoint); warns of the `too_long` examples left out."""
+    if too_long and dist_.main:
+        print(f"warning: {too_long} {what} longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
+    steps = batch_order(n, cfg.batch_size, cfg.epochs, cfg.seed)
+    last = min(len(steps), cfg.max_steps or len(steps))
+    return steps, last, start_run(cfg, out, key, model, dist_, "step", last, desc)
+
+
+def set_lr(opt, lr: float) -> float:
+    """Set every parameter group's learning rate; lr."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 def batch_order(n: int, batch_size: int, epochs: int, seed: int) -> list[list[int]]:
     """Record indices of every optimiser step: a seeded shuffle per epoch, cut into batches."""
     steps = []
@@ -204,7 +221,7 @@ def accumulate(ddp, model, ref, micros: list[list], n_tokens: int, kl_coef: floa
 def run_sft(cfg: SFTConfig) -> Path:
     import torch
 
-    from s2r.train.sharding import clip_grads, lockstep, memory_bytes
+    from s2r.train.sharding import lockstep, memory_bytes, optimiser_step
 
     records = read_records(cfg.data)  # bad data stops here, before any model is loaded
     cfg = cfg.from_model(cfg.model)
@@ -217,11 +234,7 @@ def run_sft(cfg: SFTConfig) -> Path:
             return out / "model"
         model, ref, tokenizer = load_models(cfg, dist_)
         examples, too_long = encode_records(cfg.data, records, tokenizer, cfg)
-        if too_long and dist_.main:
-            print(f"warning: {too_long} records longer than max_length {cfg.max_length} tokens are left out", file=sys.stderr)
-        steps = batch_order(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
-        last = min(len(steps), cfg.max_steps or len(steps))
-        run = start_run(cfg, out, key, model, dist_, "step", last, "sft")
+        steps, last, run = plan_steps(cfg, len(examples), too_long, "records", out, key, model, dist_, "sft")
         step, log = run.done, run.log
         model.train()
         start = time.monotonic()
@@ -232,14 +245,10 @@ def run_sft(cfg: SFTConfig) -> Path:
             # collectives with zero-weight ones
             micros, weights = lockstep(micro_batches(batch, dist_.rank, dist_.world, cfg.micro_batch_size), batch[:1], dist_,
                                        cfg.strategy == "fsdp")
-            lr = lr_at(step, len(steps), cfg)
-            for group in run.opt.param_groups:
-                group["lr"] = lr
+            lr = set_lr(run.opt, lr_at(step, len(steps), cfg))
             nll_sum, kl_sum = dist_.sum(accumulate(run.ddp, model, ref, micros, n_tokens, cfg.kl_coef, dist_.world, weights,
                                                    tokenizer.pad_token_id, dist_.device, run.autocast))
-            grad_norm = clip_grads(run.params, cfg.grad_clip)
-            run.opt.step()
-            run.opt.zero_grad(set_to_none=True)
+            grad_norm = optimiser_step(run.opt, run.params, cfg.grad_clip)
             step += 1
             record = {"step": step, "epoch": (step - 1) // math.ceil(len(examples) / cfg.batch_size),
                       "train/loss": (nll_sum + cfg.kl_coef * kl_sum) / n_tokens, "train/nll": nll_sum / n_tokens,

@@ -103,6 +103,15 @@ def clip_grads(params, max_norm: float) -> float:
     return norm.item()
 
 
+def optimiser_step(opt, params, max_norm: float) -> float:
+    """One optimiser update from the accumulated gradients: clip (clip_grads), step, clear; the norm
+    before clipping."""
+    norm = clip_grads(params, max_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return norm
+
+
 def local_bytes(tensors) -> int:
     """Bytes this process holds of these tensors (its shard of a DTensor)."""
     from torch.distributed.tensor import DTensor
