@@ -149,7 +149,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
     import torch
 
     pairs = load_pairs(cfg)
-    from s2r.train.sharding import optimiser_step, lockstep
+    from s2r.train.sharding import lockstep, optimiser_step
 
     with launched(cfg) as dist_:
         out = Path(cfg.out)

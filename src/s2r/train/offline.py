@@ -81,7 +81,8 @@ class OfflineConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     backend: str = arg("transformers", help="samples the rollouts: transformers or vllm")
     seed: int = arg(0, help="seed of sampling, negative balancing and the data order")
-    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a grader failure, and its prompt is left out)")
+    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a "
+                                          "grader failure, and its prompt is left out)")
     ckpt_every: int = arg(50, help="steps between checkpoints")
 
     def key(self, rollouts_digest: str) -> str:
@@ -240,7 +241,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
     from s2r.train.batching import encode_parts
     from s2r.train.common import checkpoint, finished, launched, load_models, save_model, start_run
     from s2r.train.ppo import Rollout, rl_accumulate, score_tokens
-    from s2r.train.sharding import optimiser_step, lockstep
+    from s2r.train.sharding import lockstep, optimiser_step
 
     cfg.check()
     cfg = cfg.from_model(cfg.model)

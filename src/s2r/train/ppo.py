@@ -181,7 +181,7 @@ def update_policy(run, rollouts: list[Rollout], cfg, loss: PolicyLoss, dist_, pa
     Returns the PolicyStats summed over steps and processes, and the parts trained."""
     import random
 
-    from s2r.train.sharding import optimiser_step, lockstep
+    from s2r.train.sharding import lockstep, optimiser_step
 
     shares = []
     for epoch in range(cfg.epochs):

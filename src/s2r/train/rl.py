@@ -90,7 +90,8 @@ class RLConfig(TrainFields, MarkerFields, DataFields, VLLMFields):
                                        "wrong (DAPO's dynamic sampling): the others have RLOO advantage 0")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     seed: int = arg(0, help="seed of the prompt order and of sampling")
-    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a grader failure, and its prompt group is left out of the update)")
+    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a "
+                                          "grader failure, and its prompt group is left out of the update)")
     backend: str = arg("transformers", help="rollouts from the trained model itself (transformers) or from a vLLM "
                                             "engine in this process that gets its weights before each iteration (vllm)")
     tis_cap: float = arg(2.0, help="vllm: cap C of the truncated importance weight min(π_old / π_vllm, C) per token")

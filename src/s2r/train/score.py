@@ -58,7 +58,8 @@ class ScoreConfig(TrainFields, MarkerFields, DataFields):
     clip_eps: float = arg(0.2, help="ε of the clipped per-part surrogate")
     generation_batch_size: int = arg(64, help="prompts per generate() call")
     seed: int = arg(0, help="seed of the prompt order and of sampling")
-    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a grader failure, and its rollout is left out of the update)")
+    grader_timeout: float = arg(2.0, help="seconds per grading comparison (past it the attempt is unverifiable: a "
+                                          "grader failure, and its rollout is left out of the update)")
     ckpt_every: int = arg(10, help="iterations between checkpoints")
     save_rollouts: bool = arg(False, help="write each iteration's graded rollouts with their advantages to "
                                           "OUT/rollouts/NNNNNN.jsonl")
