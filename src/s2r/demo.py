@@ -74,7 +74,7 @@ class StageFields:
     rl_iterations: int = arg(12, help="ORL and PRL: iterations (--quick 2)")
     rl_prompts: int = arg(32, help="ORL and PRL: prompts per iteration, × 4 samples (--quick 16)")
     max_tokens: int = arg(800, help="evaluation: token budget of an s2r trajectory (RL's is in its recipe)")
-    batch_size: int = arg(128, help="prompts per generate() call")
+    batch_size: int = arg(128, help="prompts per generate() call (offline RL samples with its recipe's)")
 
     def sized(self, name: str) -> int:
         """A setting of QUICK, capped there under --quick."""
@@ -166,8 +166,10 @@ def rl_stage(cfg: DemoConfig, bi_model: Path, hard: Path | None, out: Path, offl
     from s2r.train.rl import RLConfig, run_rl
 
     stage = out / "rl"
-    mine = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], seed=cfg.seed, generation_batch_size=cfg.batch_size)
-    online = dict(mine, iterations=cfg.sized("rl_iterations"), prompts=cfg.sized("rl_prompts"))
+    # offline RL samples with its recipe's generate() batch (its rollouts are sampled at once, not per iteration)
+    mine = dict(model=str(bi_model), data=[f"arith:train:{cfg.seed}"], seed=cfg.seed)
+    online = dict(mine, generation_batch_size=cfg.batch_size, iterations=cfg.sized("rl_iterations"),
+                  prompts=cfg.sized("rl_prompts"))
     models = {
         "orl": run_rl(recipes.load(RLConfig, "arith/orl", **dict(online, data=[str(hard)] if hard else mine["data"]),
                                    out=str(stage / "orl"))),
