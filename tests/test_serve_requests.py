@@ -123,7 +123,10 @@ def test_a_prompt_longer_than_the_context_gets_400(server):
 def test_nulls_tiny_temperatures_and_extreme_seeds_are_answered(server):
     for extra in ({"temperature": None, "n": None, "stop": None, "seed": None}, {"temperature": 1e-40}, {"seed": 2**64 - 1}, {"seed": -(2**63)}, {"top_p": 1e-300}):
         status, body, _ = request(server, "/v1/completions", json.dumps({"prompt": "q", "max_tokens": 3, **extra}).encode())
-        assert status == 200 and body["usage"]["completion_tokens"] == 3, (extra, body)
+        # sampled at temperature 1 with no seed, the untrained model may draw its end token (counted) before the budget
+        used, (choice,) = body["usage"]["completion_tokens"], body["choices"]
+        assert status == 200 and (choice["finish_reason"], used) in {("length", 3), ("stop", 1), ("stop", 2), ("stop", 3)}, \
+            (extra, body)
 
 
 # Random bodies: the fields the server reads, with values of the right type or not, in range or not.
