@@ -1,6 +1,7 @@
 """`s2r rl` with tiny real models: tokens and parts, accumulation, the sign of the update, resume,
 LoRA, ORL and PRL, and two processes."""
 
+import copy
 import json
 import os
 import random
@@ -170,6 +171,22 @@ def test_an_on_policy_step_reads_pi_old_off_its_own_forward():
     with_old = _grads(model, [scored[:3], scored[3:]], n_parts, 1, cfg)
     without = _grads(model, [fresh[:3], fresh[3:]], n_parts, 1, cfg)
     assert with_old.abs().sum() > 0 and torch.allclose(with_old, without, atol=1e-6)
+
+
+def test_offline_scoring_reads_the_reference_off_the_untrained_policy():
+    """Offline RL's reference is the model that sampled: one forward (ref_is_old) fills old_logp and
+    ref_logp with what a frozen copy of that model gives, and no other forward runs."""
+    model, tok = build_tiny_model(TinyModelConfig("unused", seed=7))
+    twin = copy.deepcopy(model)
+    once, twice = _hand_rollouts(tok), _hand_rollouts(tok)
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    score_tokens(model, None, once, 2, 0, "cpu", None, 0.7, ref_is_old=True)
+    hook.remove()
+    score_tokens(model, twin, twice, 2, 0, "cpu", None, 0.7)
+    assert len(calls) == -(-len(once) // 2)  # one forward per micro-batch of 2
+    for a, b in zip(once, twice):
+        assert a.ref_logp == a.old_logp == b.old_logp == b.ref_logp and len(a.old_logp) == len(a.ids) - 1
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])

@@ -162,11 +162,12 @@ def launched(cfg) -> Iterator[Distributed]:
         dist_.close()
 
 
-def load_models(cfg, dist_: Distributed, ref_model: str | None = None):
+def load_models(cfg, dist_: Distributed, ref_model: str | None = None, reference: bool = True):
     """(trainable model, frozen reference or None, tokenizer), initialised after seeding torch with
     cfg.seed; under fsdp both sharded. The reference (`ref_model`, default cfg.model) is kept in bf16
     when bf16 is on (no fp32 copy); with LoRA and the default reference it is the model with its
-    adapters disabled (none is returned)."""
+    adapters disabled (none is returned); with reference=False none is loaded (a caller that reads
+    the reference's log-probabilities off the untrained policy)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -184,7 +185,7 @@ def load_models(cfg, dist_: Distributed, ref_model: str | None = None):
         model.config.use_cache = False  # training forwards keep no cache (generation asks for one)
     ref = None
     ref_model = ref_model or cfg.model
-    if cfg.kl_coef > 0 and (not cfg.lora_rank or ref_model != cfg.model):
+    if reference and cfg.kl_coef > 0 and (not cfg.lora_rank or ref_model != cfg.model):
         ref = from_pretrained(AutoModelForCausalLM, ref_model, dtype=torch.bfloat16 if bf16 else torch.float32,
                               attn_implementation=cfg.attn_implementation,
                               trust_remote_code=cfg.trust_remote_code).to(device).eval()

@@ -286,7 +286,7 @@ def run_offline(cfg: OfflineConfig) -> Path:
         if finished(info_path, key, lambda info: info.get("finished"), dist_.main, "offline-RL model"):
             return out / "model"
         # 4. training
-        model, ref, tokenizer = load_models(cfg, dist_)
+        model, _, tokenizer = load_models(cfg, dist_, reference=False)  # the fixed model is π_old and π_ref: scored once
         by_id = {(b, str(p.id)): p for b, p in problems}
         data = []
         for k, adv in zip(kept, advantages):
@@ -296,8 +296,8 @@ def run_offline(cfg: OfflineConfig) -> Path:
             ids, parts = encode_parts(tokenizer, prompt, k.text, spans, add_eos=k.eos,
                                       skip=loop_written(k.record))
             data.append(Rollout(ids, parts, adv))
-        score_tokens(model, ref, data, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device),
-                     cfg.temperature)
+        score_tokens(model, None, data, cfg.micro_batch_size, tokenizer.pad_token_id, dist_.device, cfg.autocast(dist_.device),
+                     cfg.temperature, ref_is_old=cfg.kl_coef > 0)
         steps = []
         for epoch in range(cfg.epochs):
             order = list(range(len(data)))

@@ -97,11 +97,12 @@ def batch_of(rollouts: list[Rollout], pad_id: int, device) -> dict:
 
 
 def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, device, autocast,
-                 temperature: float = 1.0, old: bool = True, dist_=None) -> None:
+                 temperature: float = 1.0, old: bool = True, dist_=None, ref_is_old: bool = False) -> None:
     """Fill old_logp (the sampling policy, before any update; skipped with old=False, for an
     on-policy single step that reads it off its own forward) and ref_logp of every rollout, both at
-    the sampling temperature. With dist_ given, every process scores as many micro-batches as the
-    one with most (a sharded model's forward is a collective)."""
+    the sampling temperature. ref_is_old: the reference is the untrained policy that sampled (offline
+    RL), so one forward of `model` fills both. With dist_ given, every process scores as many
+    micro-batches as the one with most (a sharded model's forward is a collective)."""
     import torch
 
     from s2r.train.batching import token_logprobs
@@ -113,7 +114,9 @@ def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, d
     with torch.no_grad(), (autocast or contextlib.nullcontext()):
         for mb in chunks:
             t = batch_of(mb, pad_id, device)
-            if ref is not None:
+            if ref_is_old:
+                r = None
+            elif ref is not None:
                 r = token_logprobs(ref, t, temperature)
             elif hasattr(model, "disable_adapter"):  # LoRA: the reference is the model without adapters
                 with model.disable_adapter():
@@ -123,7 +126,7 @@ def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, d
             o = token_logprobs(model, t, temperature) if old else None  # [b, T-1]
             for i, ro in enumerate(mb):
                 ro.old_logp = o[i, : len(ro.ids) - 1].tolist() if o is not None else None
-                ro.ref_logp = r[i, : len(ro.ids) - 1].tolist() if r is not None else None
+                ro.ref_logp = r[i, : len(ro.ids) - 1].tolist() if r is not None else ro.old_logp if ref_is_old else None
 
 
 def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int, loss_cfg, world: int = 1,
