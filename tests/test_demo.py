@@ -94,6 +94,25 @@ def test_rows_of_another_model_are_not_reused(tmp_path, capsys):
     assert "was written with other settings (model " in capsys.readouterr().err and source.read_text() != was
 
 
+def test_greedy_rows_decode_wider_and_write_the_same_trajectories_at_any_width(tmp_path):
+    from dataclasses import replace
+
+    from s2r.demo import SHIPPED_BASE, DemoConfig, run_row
+    from s2r.loop import Settings
+    from s2r.models.backend import SamplingParams
+    from s2r.tasks import arith
+    from s2r.tasks.arith.base import PLAIN
+
+    greedy = Settings(max_tokens=40, params=SamplingParams(max_tokens=40, seed=0), prompt=PLAIN)
+    sampled = replace(greedy, params=replace(greedy.params, temperature=0.7))
+    cfg = DemoConfig(batch_size=7, greedy_batch_size=40)
+    assert cfg.width(greedy) == 40 and cfg.width(sampled) == 7  # a sampled row's draw depends on the width
+    jobs = [("arith", p, 0) for p in arith.generate("test", 40, seed=0)]
+    rows = [run_row(f"w{w}", "intrinsic", SHIPPED_BASE / "model", jobs, greedy, tmp_path, w) for w in (7, 40)]
+    strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in row] for row in rows]
+    assert strip[0] == strip[1] and len({r["text"] for r in rows[0]}) > 10
+
+
 def test_a_row_fingerprint_covers_the_code_that_writes_trajectories(monkeypatch):
     import s2r.demo as demo
 

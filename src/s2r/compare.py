@@ -91,7 +91,7 @@ class Seed:
         return result
 
     def row(self, name: str, strategy: str, model: Path, jobs, settings: Settings) -> list[dict]:
-        return self.timed("evaluation", run_row, name, strategy, model, jobs, settings, self.out, self.cfg.batch_size,
+        return self.timed("evaluation", run_row, name, strategy, model, jobs, settings, self.out, self.cfg.width(settings),
                           label=f"evaluation of {name}")
 
 

@@ -74,7 +74,14 @@ class StageFields:
     rl_iterations: int = arg(12, help="ORL and PRL: iterations (--quick 2)")
     rl_prompts: int = arg(32, help="ORL and PRL: prompts per iteration, × 4 samples (--quick 16)")
     max_tokens: int = arg(800, help="evaluation: token budget of an s2r trajectory (RL's is in its recipe)")
-    batch_size: int = arg(128, help="prompts per generate() call (offline RL samples with its recipe's)")
+    batch_size: int = arg(128, help="prompts per generate() call of sampled rows and stages (offline RL samples with "
+                                    "its recipe's)")
+    greedy_batch_size: int = arg(512, help="prompts per generate() call of the greedy evaluation rows")
+
+    def width(self, settings: Settings) -> int:
+        """generate() width of a row: a sampled row's draw depends on its calls' width (the random stream
+        runs over a call), a greedy row's does not (the same trajectories at 128 and 512, faster)."""
+        return self.greedy_batch_size if settings.params.temperature == 0 else self.batch_size
 
     def sized(self, name: str) -> int:
         """A setting of QUICK, capped there under --quick."""
@@ -265,7 +272,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         return result
 
     def row(name: str, strategy: str, model: Path, row_jobs, settings: Settings) -> list[dict]:
-        return timed("evaluation", run_row, name, strategy, model, row_jobs, settings, out, cfg.batch_size,
+        return timed("evaluation", run_row, name, strategy, model, row_jobs, settings, out, cfg.width(settings),
                      label=f"evaluation of {name}")
 
     base_dir = timed("base model", train_base, base_config(cfg))
