@@ -114,8 +114,9 @@ def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, d
     with torch.no_grad(), (autocast or contextlib.nullcontext()):
         for mb in chunks:
             t = batch_of(mb, pad_id, device)
+            o = token_logprobs(model, t, temperature) if old else None  # [b, T-1]
             if ref_is_old:
-                r = None
+                r = o  # the reference is the policy that sampled: the same forward
             elif ref is not None:
                 r = token_logprobs(ref, t, temperature)
             elif hasattr(model, "disable_adapter"):  # LoRA: the reference is the model without adapters
@@ -123,10 +124,9 @@ def score_tokens(model, ref, rollouts: list[Rollout], micro: int, pad_id: int, d
                     r = token_logprobs(model, t, temperature)
             else:
                 r = None
-            o = token_logprobs(model, t, temperature) if old else None  # [b, T-1]
             for i, ro in enumerate(mb):
                 ro.old_logp = o[i, : len(ro.ids) - 1].tolist() if o is not None else None
-                ro.ref_logp = r[i, : len(ro.ids) - 1].tolist() if r is not None else ro.old_logp if ref_is_old else None
+                ro.ref_logp = r[i, : len(ro.ids) - 1].tolist() if r is not None else None
 
 
 def rl_accumulate(ddp, micros: list[list[Rollout]], n_parts: int, n_tokens: int, loss_cfg, world: int = 1,
